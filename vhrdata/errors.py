@@ -35,3 +35,7 @@ class StoreError(VhrError):
 
 class PipelineError(VhrError):
     """A pipeline file is malformed or names an unknown stage."""
+
+
+class ModelFileError(VhrError):
+    """A model file is missing, unreadable, or lacks its charset and preprocessing settings."""
