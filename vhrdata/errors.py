@@ -39,3 +39,7 @@ class PipelineError(VhrError):
 
 class ModelFileError(VhrError):
     """A model file is missing, unreadable, or lacks its charset and preprocessing settings."""
+
+
+class StatsError(VhrError):
+    """The stats report's input is neither a records folder nor a store."""
