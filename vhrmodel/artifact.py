@@ -1,0 +1,203 @@
+"""The model file: a Keras `.keras` archive that carries its charset and preprocessing settings.
+
+A model is only useful with the alphabet that decodes its output and the exact preprocessing
+its training images went through, so both live in the model's own config (`CRNN.alphabet`,
+`CRNN.preprocessing`) and `load_model` refuses a file that lacks them, instead of decoding
+with a wrong alphabet or feeding differently scaled images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vhrdata.charset import Charset
+from vhrdata.errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIX = ".keras"
+
+
+def _check_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist; train one with `vhrmodel train`")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder; pass the model file inside it (e.g. {path / 'model.keras'})")
+    return path
+
+
+def read_model_info(path: str | Path) -> dict[str, Any]:
+    """Read a model file's class, config, alphabet and preprocessing without building the model.
+
+    Raises:
+        ModelFileError: the file is missing, not a Keras archive, or lacks charset/preprocessing.
+    """
+    path = _check_path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            config = json.loads(zf.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as ex:
+        raise ModelFileError(f"{path} is not a Keras model archive (.keras): {ex}") from None
+    inner = config.get("config") or {}
+    alphabet = inner.get("alphabet")
+    preprocessing = inner.get("preprocessing")
+    missing = [name for name, value in (("charset", alphabet), ("preprocessing settings", preprocessing)) if not value]
+    if missing:
+        raise ModelFileError(
+            f"{path} lacks its {' and '.join(missing)}, so its output cannot be decoded or its input "
+            "prepared; use a model written by `vhrmodel train` (which copies both from the store)"
+        )
+    return {
+        "class_name": config.get("class_name"),
+        "config": inner,
+        "alphabet": alphabet,
+        "preprocessing": preprocessing,
+    }
+
+
+def save_model(model, path: str | Path) -> Path:
+    """Save `model` (with its optimizer state when compiled) to `path`, atomically.
+
+    Raises:
+        ModelFileError: the model has no alphabet or preprocessing settings.
+    """
+    if not getattr(model, "alphabet", None) or not getattr(model, "preprocessing", None):
+        raise ModelFileError(
+            "refusing to save a model without its charset and preprocessing settings; build it with "
+            "vhrmodel.presets.build_model(..., alphabet=..., preprocessing=...)"
+        )
+    path = Path(path)
+    if path.suffix != MODEL_SUFFIX:
+        raise ValueError(f"model files end in {MODEL_SUFFIX}. Received: path={str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keras wants the .keras suffix on the file it writes; a reader must never see half a file.
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{MODEL_SUFFIX}")
+    try:
+        model.save(tmp)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_model(path: str | Path, compile: bool = False):
+    """Load a model file written by `save_model`; checks the charset and preprocessing first.
+
+    Args:
+        path: the `.keras` file.
+        compile: also restore the loss and optimizer state (for resuming training).
+
+    Raises:
+        ModelFileError: see `read_model_info`, or Keras cannot rebuild the model.
+    """
+    import keras
+
+    import vhrmodel.losses  # noqa: F401  (registers CTCLoss for compiled models)
+    import vhrmodel.model  # noqa: F401  (registers the model classes)
+
+    path = Path(path)
+    read_model_info(path)
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (ValueError, TypeError, OSError) as ex:
+        raise ModelFileError(f"cannot load model {path}: {ex}") from None
+
+
+def model_charset(model) -> Charset:
+    """The charset stored in the model."""
+    return Charset(model.alphabet)
+
+
+def model_settings(model):
+    """The store preprocessing settings stored in the model, as `vhrdata.preprocess.PreprocessSettings`."""
+    from vhrdata.preprocess import PreprocessSettings
+
+    return settings_from_dict(PreprocessSettings, model.preprocessing)
+
+
+def settings_from_dict(cls, d: dict[str, Any]):
+    """Rebuild a settings dataclass from its dict, refusing unknown keys (a newer vhr wrote it)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ModelFileError(f"the model's preprocessing settings have keys this vhr does not know: {unknown}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def settings_to_dict(settings) -> dict[str, Any]:
+    """A settings dataclass as a JSON-able dict (the form stored in the model)."""
+    if hasattr(settings, "to_json"):
+        return json.loads(settings.to_json())
+    import dataclasses
+
+    return dataclasses.asdict(settings)
+
+
+def transfer_weights(source, target, output_layer: str = "logits") -> dict[str, Any]:
+    """Copy weights from `source` into `target`, mapping the output layer by character.
+
+    Layers are matched by name and copied when every weight shape agrees. The output layer's
+    columns are copied per character: the blank and each character both alphabets share keep
+    their trained weights; characters new in `target` keep their fresh initialisation, and
+    characters only `source` had are dropped.
+
+    Returns:
+        A report: copied/skipped layer names and the shared/new/dropped characters.
+    """
+    copied, skipped = [], []
+    src_layers = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        if layer.name == output_layer or not layer.weights:
+            continue
+        src = src_layers.get(layer.name)
+        if src is None:
+            skipped.append(layer.name)
+            continue
+        src_w, dst_w = src.get_weights(), layer.get_weights()
+        if len(src_w) != len(dst_w) or any(a.shape != b.shape for a, b in zip(src_w, dst_w)):
+            skipped.append(layer.name)
+            continue
+        layer.set_weights(src_w)
+        copied.append(layer.name)
+
+    src_head = source.get_layer(output_layer)
+    dst_head = target.get_layer(output_layer)
+    (src_k, src_b), (dst_k, dst_b) = src_head.get_weights(), dst_head.get_weights()
+    src_alpha, dst_alpha = source.alphabet or "", target.alphabet or ""
+    shared = [c for c in dst_alpha if c in src_alpha]
+    report = {
+        "copied_layers": copied,
+        "skipped_layers": skipped,
+        "shared_chars": len(shared),
+        "new_chars": "".join(c for c in dst_alpha if c not in src_alpha),
+        "dropped_chars": "".join(c for c in src_alpha if c not in dst_alpha),
+    }
+    if src_k.shape[0] != dst_k.shape[0]:
+        report["skipped_layers"].append(output_layer)
+        log.warning("output layer input sizes differ (%d vs %d); it keeps its fresh weights", src_k.shape[0], dst_k.shape[0])
+        return report
+    dst_k, dst_b = np.array(dst_k), np.array(dst_b)
+    src_index = {c: i + 1 for i, c in enumerate(src_alpha)}
+    columns = [(0, 0)] + [(j + 1, src_index[c]) for j, c in enumerate(dst_alpha) if c in src_index]
+    dst_cols, src_cols = (np.array(x) for x in zip(*columns))
+    dst_k[:, dst_cols] = src_k[:, src_cols]
+    dst_b[dst_cols] = src_b[src_cols]
+    dst_head.set_weights([dst_k, dst_b])
+    report["copied_layers"].append(output_layer)
+    if report["new_chars"] or report["dropped_chars"]:
+        log.info(
+            "output layer mapped by character: %d shared, new %r, dropped %r",
+            len(shared), report["new_chars"], report["dropped_chars"],
+        )
+    return report
