@@ -28,3 +28,30 @@ def handle_errors(fn):
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+class LazyProgress:
+    """A progress callback(done, total) that opens a click progress bar on first use.
+
+    Opening the bar lazily keeps fatal errors that happen before any work from printing a stray bar label.
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(total, 1), label=self.label,
+                                         file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.length = max(total, 1)
+        self.bar.update(done - self.bar.pos)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,225 @@
+"""Writer-disjoint train/val/test split and the leakage check.
+
+Each group (a writer, or an image when the dataset has no writer ids) gets a number u in [0, 1) from a hash
+of its id and the seed. Two methods place groups into splits:
+
+- "stable" (default): fixed cut points at the cumulative ratios (0.8, 0.9 for 0.8/0.1/0.1). A group's split
+  depends only on its id and the seed, so adding writers later never moves the existing ones. The line
+  ratios are then met on average; with few writers they may be off, and a requested split may even come
+  out empty. In that one case the groups nearest to that split's interval are moved into it, and the
+  result says so.
+- "balanced": groups are ordered by u and the cut points are placed so that the line counts match the
+  ratios as closely as writer granularity allows. Adding writers can move writers that sit next to a cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vhrdata.errors import SplitError
+from vhrdata.records import SPLITS, read_records, read_records_meta, write_records
+
+SPLIT_FILE = "split.json"
+METHODS = ("stable", "balanced")
+GROUPS = ("writer", "image")
+
+
+def parse_ratios(value: str | tuple | list) -> tuple[float, float, float]:
+    """'0.8,0.1,0.1' (or a sequence) → three non-negative ratios summing to 1."""
+    try:
+        parts = [float(x) for x in (value.split(",") if isinstance(value, str) else value)]
+    except ValueError:
+        raise SplitError(f"ratios must be three numbers like 0.8,0.1,0.1. Received: {value!r}") from None
+    if len(parts) != 3 or any(p < 0 for p in parts) or not abs(sum(parts) - 1) < 1e-6 or parts[0] <= 0:
+        raise SplitError(
+            f"ratios must be three non-negative numbers for train,val,test that sum to 1, with train > 0. "
+            f"Received: {value!r}"
+        )
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def group_hash(group_id: str, seed: int) -> float:
+    """A number in [0, 1) that depends only on the group id and the seed."""
+    digest = hashlib.sha256(f"{seed}\x1f{group_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class SplitResult:
+    """The assignment and what it achieved."""
+
+    splits: pd.Series  # per record
+    group: str  # what was grouped: writer, image, or writer+image
+    method: str
+    requested: tuple[float, float, float]
+    achieved: dict[str, float]
+    lines: dict[str, int]
+    groups: dict[str, int]
+    writer_disjoint: bool
+    notes: list[str]
+
+
+def group_keys(df: pd.DataFrame, group: str = "writer") -> tuple[pd.Series, str, list[str]]:
+    """The grouping key of each record, what it means, and notes for the user."""
+    if group not in GROUPS:
+        raise SplitError(f"group must be one of {GROUPS}. Received: {group!r}")
+    image_key = "image:" + df["sha1"].astype(str)
+    if group == "image":
+        return image_key, "image", ["grouped by image (--group image): the split is NOT writer-disjoint"]
+    has_writer = df["writer"].notna() & (df["writer"].astype(str) != "")
+    if not has_writer.any():
+        return image_key, "image", [
+            "the records have no writer ids, so lines are grouped by image: "
+            "the split is therefore NOT writer-disjoint"
+        ]
+    keys = ("writer:" + df["writer"].astype(str)).where(has_writer, image_key)
+    notes = []
+    if not has_writer.all():
+        notes.append(f"{int((~has_writer).sum())} lines have no writer id and were grouped by image")
+        return keys, "writer+image", notes
+    return keys, "writer", notes
+
+
+def split_by_writer(
+    df: pd.DataFrame,
+    ratios=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    group: str = "writer",
+    method: str = "stable",
+) -> SplitResult:
+    """Assign each record to train/val/test so that no group (writer) spans two splits.
+
+    Args:
+        df: records (needs writer and sha1 columns).
+        ratios: train, val, test shares of lines.
+        seed: changes the assignment; the same seed gives the same assignment.
+        group: "writer" (falls back to image where writers are unknown) or "image".
+        method: "stable" or "balanced" (see the module docstring).
+    """
+    ratios = parse_ratios(ratios)
+    if method not in METHODS:
+        raise SplitError(f"method must be one of {METHODS}. Received: {method!r}")
+    if len(df) == 0:
+        raise SplitError("there are no records to split")
+    keys, grouped_by, notes = group_keys(df, group)
+    sizes = keys.value_counts()
+    gids = sizes.index.to_numpy()
+    u = np.array([group_hash(g, seed) for g in gids])
+    cum = np.cumsum(ratios)
+    if method == "stable":
+        idx = np.searchsorted(cum[:2], u, side="right")
+        idx = _fill_empty_splits(idx, u, ratios, cum, notes)
+    else:
+        order = np.argsort(u, kind="stable")
+        counts = sizes.to_numpy()[order]
+        running = np.cumsum(counts) - counts / 2  # group midpoints in line units
+        total = counts.sum()
+        idx_sorted = np.searchsorted(cum[:2] * total, running, side="right")
+        idx = np.empty_like(idx_sorted)
+        idx[order] = idx_sorted
+    group_split = pd.Series(np.array(SPLITS)[idx], index=gids)
+    splits = keys.map(group_split)
+    lines = {s: int((splits == s).sum()) for s in SPLITS}
+    n = len(df)
+    achieved = {s: lines[s] / n for s in SPLITS}
+    groups = {s: int((group_split == s).sum()) for s in SPLITS}
+    return SplitResult(
+        splits=splits, group=grouped_by, method=method, requested=ratios, achieved=achieved, lines=lines,
+        groups=groups, writer_disjoint=grouped_by == "writer", notes=notes,
+    )
+
+
+def _fill_empty_splits(idx, u, ratios, cum, notes):
+    """Give every split with a positive ratio at least one group, when there are enough groups."""
+    starts = np.concatenate([[0.0], cum[:2]])
+    for s in range(3):
+        if ratios[s] <= 0 or (idx == s).any():
+            continue
+        counts = np.bincount(idx, minlength=3)
+        donors = np.flatnonzero(counts[idx] > 1)
+        if donors.size == 0:
+            notes.append(f"too few groups to give {SPLITS[s]} any lines")
+            continue
+        centre = starts[s] + ratios[s] / 2
+        pick = donors[np.argmin(np.abs(u[donors] - centre))]
+        notes.append(
+            f"hashing left {SPLITS[s]} empty; moved the group nearest to its interval into it "
+            "(with this few groups, adding groups may move it back)"
+        )
+        idx[pick] = s
+    return idx
+
+
+def check_leakage(df: pd.DataFrame, max_examples: int = 5) -> dict:
+    """Look for writers, identical images and texts shared between splits.
+
+    Returns a dict with `ok` (no writer or image leak), `writer_leaks`, `image_leaks` and `shared_texts`.
+    Shared texts are reported, not failed: identical addresses are common in these datasets.
+    """
+    if "split" not in df.columns:
+        raise SplitError("records have no split column; run `vhrdata split` first")
+    report: dict = {}
+    w = df[df["writer"].notna()]
+    per_writer = w.groupby("writer")["split"].nunique()
+    leaking = per_writer[per_writer > 1].index.tolist()
+    report["writer_leaks"] = {
+        "count": len(leaking),
+        "examples": [
+            {"writer": str(x), "splits": dict(Counter(w.loc[w["writer"] == x, "split"]))}
+            for x in leaking[:max_examples]
+        ],
+    }
+    per_hash = df.groupby("sha1")["split"].nunique()
+    dup = per_hash[per_hash > 1].index.tolist()
+    report["image_leaks"] = {
+        "count": len(dup),
+        "examples": [df.loc[df["sha1"] == h, "id"].tolist()[:4] for h in dup[:max_examples]],
+    }
+    per_text = df.groupby("text")["split"].agg(lambda s: sorted(set(s)))
+    shared = per_text[per_text.map(len) > 1]
+    report["shared_texts"] = {
+        "count": int(len(shared)),
+        "lines": int(df["text"].isin(shared.index).sum()),
+        "examples": [{"text": t, "splits": s} for t, s in list(shared.items())[:max_examples]],
+    }
+    report["ok"] = report["writer_leaks"]["count"] == 0 and report["image_leaks"]["count"] == 0
+    return report
+
+
+def split_records(
+    directory: str | Path,
+    ratios=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    group: str = "writer",
+    method: str = "stable",
+) -> tuple[SplitResult, dict]:
+    """Split the records in an ingest folder in place, write split.json, and run the leakage check."""
+    directory = Path(directory)
+    meta = read_records_meta(directory)
+    df = read_records(directory)
+    result = split_by_writer(df, ratios, seed, group, method)
+    df["split"] = result.splits.to_numpy()
+    leakage = check_leakage(df)
+    info = {
+        "ratios_requested": list(result.requested),
+        "ratios_achieved": result.achieved,
+        "lines": result.lines,
+        "groups": result.groups,
+        "seed": seed,
+        "group": result.group,
+        "method": result.method,
+        "writer_disjoint": result.writer_disjoint,
+        "notes": result.notes,
+        "leakage": leakage,
+    }
+    meta = {k: v for k, v in meta.items() if k != "schema_version"}
+    write_records(df, directory, meta={**meta, "split": {k: info[k] for k in ("seed", "group", "method")}})
+    (directory / SPLIT_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+    return result, leakage
