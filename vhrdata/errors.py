@@ -43,3 +43,7 @@ class ModelFileError(VhrError):
 
 class StatsError(VhrError):
     """The stats report's input is neither a records folder nor a store."""
+
+
+class TrainingError(VhrError):
+    """Training cannot start or resume (run folder, checkpoint or data problem)."""
