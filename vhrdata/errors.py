@@ -47,3 +47,7 @@ class StatsError(VhrError):
 
 class TrainingError(VhrError):
     """Training cannot start or resume (run folder, checkpoint or data problem)."""
+
+
+class ImageDecodeError(VhrError):
+    """An image file or buffer cannot be read or decoded."""
