@@ -118,30 +118,18 @@ def model_charset(model) -> Charset:
 
 
 def model_settings(model):
-    """The store preprocessing settings stored in the model, as `vhrdata.preprocess.PreprocessSettings`."""
+    """The store preprocessing settings stored in the model (`vhrdata.preprocess.PreprocessSettings`)."""
     from vhrdata.preprocess import PreprocessSettings
 
-    return settings_from_dict(PreprocessSettings, model.preprocessing)
-
-
-def settings_from_dict(cls, d: dict[str, Any]):
-    """Rebuild a settings dataclass from its dict, refusing unknown keys (a newer vhr wrote it)."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ModelFileError(f"the model's preprocessing settings have keys this vhr does not know: {unknown}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    try:
+        return PreprocessSettings.from_dict(dict(model.preprocessing))
+    except (TypeError, ValueError) as ex:
+        raise ModelFileError(f"the model's preprocessing settings are not usable by this vhr: {ex}") from None
 
 
 def settings_to_dict(settings) -> dict[str, Any]:
-    """A settings dataclass as a JSON-able dict (the form stored in the model)."""
-    if hasattr(settings, "to_json"):
-        return json.loads(settings.to_json())
-    import dataclasses
-
-    return dataclasses.asdict(settings)
+    """Preprocessing settings as the JSON-able dict stored in the model."""
+    return json.loads(settings.to_json())
 
 
 def transfer_weights(source, target, output_layer: str = "logits") -> dict[str, Any]:
