@@ -77,7 +77,8 @@ def check_image(path: str, limits: SizeLimits = SizeLimits()) -> ImageCheck:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as ex:
-        return bad(Reason.IMAGE_TOO_LARGE, f"image too large to open safely: {ex}", sha1=sha1)
+        return bad(Reason.IMAGE_TOO_LARGE, f"image too large: its header claims too many pixels ({ex}); "
+                   "refused before decoding", sha1=sha1)
     except UnidentifiedImageError:
         return bad(Reason.NOT_AN_IMAGE, f"not an image file (unknown format, {len(data)} bytes): {path}", sha1=sha1)
     except Exception as ex:  # malformed headers raise many exception types

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import logging
 
 import click
@@ -43,7 +44,7 @@ class LazyProgress:
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             self.bar = click.progressbar(length=max(total, 1), label=self.label,
-                                         file=click.get_text_stream("stderr"))
+                                         file=sys.stderr)
             self.bar.__enter__()
         self.bar.length = max(total, 1)
         self.bar.update(done - self.bar.pos)
