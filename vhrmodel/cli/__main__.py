@@ -1,0 +1,3 @@
+from vhrmodel.cli import main
+
+main(prog_name="vhrmodel")

@@ -1,0 +1,61 @@
+"""`vhrmodel evaluate`."""
+
+from __future__ import annotations
+
+import click
+
+from vhrdata.cli._common import LazyProgress, handle_errors
+
+
+def load_lm(path: str | None):
+    """A `CharNgramLM` from its JSON file, or None."""
+    if path is None:
+        return None
+    from vhrmodel.decoding import CharNgramLM
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            return CharNgramLM.from_json(f.read())
+        except (ValueError, KeyError, TypeError) as ex:
+            raise click.BadParameter(f"{path} is not a character LM file: {ex}", param_hint="--lm") from None
+
+
+@click.command("evaluate")
+@click.option("--model", "-m", "model_path", required=True, type=click.Path(path_type=str),
+              help="Model file from `vhrmodel train` (e.g. RUN/model.keras).")
+@click.option("--store", required=True, type=click.Path(path_type=str), help="Store to evaluate on.")
+@click.option("--split", default="test", show_default=True, help="Split of the store.")
+@click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
+@click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--lm", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="Character LM (JSON, e.g. RUN/charlm.json, built from training labels) for --decoder beam.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str), help="Report folder.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--worst", type=click.IntRange(min=0), default=50, show_default=True,
+              help="How many of the worst lines to write with their images.")
+@handle_errors
+def evaluate_cmd(model_path, store, split, decoder, beam_width, lm, out, batch_size, worst):
+    """Measure CER, WER, SER and diacritic-blind CER of a model on a store split.
+
+    Writes OUT/metrics.json, OUT/metrics.md, OUT/predictions.jsonl and the worst lines as PNG
+    crops with OUT/worst/index.md and OUT/worst/index.html.
+
+    Example:
+
+    \b
+        vhrmodel evaluate --model work/runs/small/model.keras --store work/store --split val --out work/eval
+    """
+    from vhrmodel.evaluate import evaluate
+
+    lm_model = load_lm(lm)
+    if lm_model is not None and decoder != "beam":
+        raise click.BadParameter("a character LM is only used by --decoder beam", param_hint="--lm")
+    with LazyProgress(f"evaluating {split}") as progress:
+        m = evaluate(model_path, store, out, split=split, decoder=decoder, beam_width=beam_width, lm=lm_model,
+                     batch_size=batch_size, worst=worst, callback=progress)
+    click.echo(f"{m['lines']} lines · CER {m['cer']:.2%} · WER {m['wer']:.2%} · SER {m['ser']:.2%} · "
+               f"CER without diacritics {m['cer_no_diacritics']:.2%}")
+    click.echo(f"wrote {out}/metrics.json, {out}/metrics.md and {out}/worst/")
+
+
+COMMANDS = [evaluate_cmd]

@@ -1,0 +1,133 @@
+"""`vhrmodel train`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vhrdata.cli._common import handle_errors
+
+PRESET_NAMES = ("tiny", "small", "base")
+
+
+class EpochBars:
+    """Turns `train`'s progress events into one click progress bar per epoch and a summary line."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "epoch_begin" and not self.quiet:
+            self.bar = click.progressbar(length=max(event["steps"], 1), label=f"epoch {event['epoch']}/{event['epochs']}",
+                                         file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        elif kind == "batch_end" and self.bar is not None:
+            self.bar.update(1)
+        elif kind == "epoch_end":
+            self.close()
+            logs = event["logs"]
+            parts = [f"epoch {event['epoch']}/{event['epochs']}"]
+            for key, fmt in (("loss", "loss {:.3f}"), ("val_loss", "val loss {:.3f}"), ("val_cer", "val CER {:.2%}"),
+                             ("val_wer", "val WER {:.2%}"), ("learning_rate", "lr {:.2g}")):
+                if logs.get(key) is not None:
+                    parts.append(fmt.format(float(logs[key])))
+            click.echo(" · ".join(parts))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _augment_config(path: str | None):
+    from vhrmodel.augment import AugmentConfig
+
+    if path is None:
+        return None
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of augmentation settings", param_hint="--augment-config")
+    try:
+        return AugmentConfig.from_dict(data)
+    except (TypeError, ValueError) as ex:
+        raise click.BadParameter(str(ex), param_hint="--augment-config") from None
+
+
+@click.command("train")
+@click.option("--store", required=True, type=click.Path(path_type=str), help="The store (`vhrdata build-lmdb` output).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str), help="Run folder.")
+@click.option("--fast", is_flag=True,
+              help="Stream preprocessed batches from the LMDB store. Without it, images are decoded and "
+                   "preprocessed from records.parquet every epoch (slow; for parity checks and benchmarks).")
+@click.option("--records", type=click.Path(path_type=str), default=None,
+              help="records.parquet (or its folder) for the slow path, if the store does not record it.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="Model preset. Default: small, or the --init-from model's architecture.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Last epoch to train (with --resume: the total, not the number of new epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Lines per batch (per GPU when several are used).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Initial Adam learning rate; halved when val CER stops improving.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Augment training batches.")
+@click.option("--augment-config", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="YAML/JSON file of AugmentConfig fields (e.g. p_elastic: 0.5).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from last.keras (weights, optimizer, epoch).")
+@click.option("--init-from", type=click.Path(path_type=str), default=None,
+              help="Fine-tune this model file; its output layer is mapped onto the store's alphabet by character.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Processes (fast) or threads (slow path) that prepare and augment batches.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None, help="Cap training steps per epoch.")
+@click.option("--val-limit", type=click.IntRange(min=1), default=None, help="Validate on at most this many lines.")
+@click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Stop after this many epochs without val CER improvement (0: never).")
+@click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
+@handle_errors
+def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, augment, augment_config, resume, init_from,
+              workers, seed, steps_per_epoch, val_limit, patience, no_tensorboard, quiet):
+    """Train a recogniser on a store; keeps the best model by validation CER.
+
+    Writes OUT/model.keras (best val CER), OUT/last.keras (for --resume), OUT/history.csv,
+    OUT/train.json (samples/s, wall time, parameters, best val CER), OUT/samples/epoch_NNN.png
+    (validation predictions) and OUT/tensorboard/. The model file carries the store's alphabet
+    and preprocessing settings.
+
+    Example:
+
+    \b
+        vhrmodel train --store work/store --out work/runs/small --fast --preset small --epochs 40
+
+    \b
+        vhrmodel train --store work/real-store --out work/runs/ft --fast --init-from work/runs/synth/model.keras
+    """
+    from vhrmodel.train import TrainConfig, train
+
+    try:
+        config = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, fast=fast, augment=augment,
+                             augment_config=_augment_config(augment_config), workers=workers, seed=seed,
+                             steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
+                             tensorboard=not no_tensorboard)
+    except ValueError as ex:
+        raise click.BadParameter(str(ex)) from None
+    bars = EpochBars(quiet=quiet)
+    try:
+        summary = train(store, out, config, resume=resume, init_from=init_from, records=records, callback=bars)
+    finally:
+        bars.close()
+    best = summary["best_val_cer"]
+    click.echo(f"best val CER {best:.2%} at epoch {summary['best_epoch']}" if best is not None else "no val CER")
+    sps = summary["train_samples_per_s"]
+    click.echo(f"{summary['params']:,} parameters · {summary['model_bytes'] / 1e6:.2f} MB · "
+               f"{sps if sps is not None else '-'} samples/s · {summary['wall_seconds']:.0f} s")
+    click.echo(f"wrote {out}/model.keras")
+
+
+COMMANDS = [train_cmd]
