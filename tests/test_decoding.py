@@ -1,0 +1,148 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from vhrdata.charset import Charset
+from vhrmodel.decoding import (
+    CharNgramLM,
+    ctc_beam_decode,
+    ctc_greedy_decode,
+    ctc_log_likelihood,
+    log_softmax,
+)
+
+CS = Charset("ab")  # ids: blank 0, a 1, b 2
+
+
+def one_hot_logits(path, num_classes=3, peak=12.0):
+    """Logits whose argmax follows `path` (class ids per frame)."""
+    logits = np.zeros((len(path), num_classes), dtype=np.float32)
+    logits[np.arange(len(path)), path] = peak
+    return logits
+
+
+def brute_force_probability(probs, labels):
+    """P(labels | x) by enumerating every alignment of a tiny example."""
+    t, c = probs.shape
+    total = 0.0
+    for path in itertools.product(range(c), repeat=t):
+        collapsed = [k for k, _ in itertools.groupby(path) if k != 0]
+        if collapsed == list(labels):
+            total += math.prod(probs[i, k] for i, k in enumerate(path))
+    return total
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ([1, 1, 0, 1, 2, 2], "aab"),  # a blank separates a doubled letter
+        ([1, 1, 1, 2, 2, 1], "aba"),  # repeats merge
+        ([0, 0, 0], ""),
+        ([0, 2, 0, 2, 0, 0], "bb"),
+        ([2], "b"),
+    ],
+)
+def test_greedy_collapses_repeats_and_drops_blanks(path, expected):
+    assert ctc_greedy_decode(one_hot_logits(path)[None], CS) == [expected]
+
+
+def test_greedy_batch_respects_logit_lengths():
+    batch = np.stack([one_hot_logits([1, 0, 2, 2]), one_hot_logits([2, 2, 1, 1])])
+    assert ctc_greedy_decode(batch, CS) == ["ab", "ba"]
+    assert ctc_greedy_decode(batch, CS, logit_lengths=[2, 3]) == ["a", "ba"]
+    assert ctc_greedy_decode(batch, "ab") == ["ab", "ba"]
+
+
+def test_ctc_log_likelihood_matches_brute_force_enumeration():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    lp = log_softmax(logits)
+    probs = np.exp(lp.astype(np.float64))
+    for labels in ([1], [1, 1], [1, 2], [2, 1, 2], []):
+        got = ctc_log_likelihood(lp, [labels, labels])
+        want = brute_force_probability(probs[0], labels)
+        assert math.exp(got[0]) == pytest.approx(want, rel=1e-4)
+
+
+def test_ctc_log_likelihood_is_minus_inf_when_label_does_not_fit():
+    lp = log_softmax(np.zeros((1, 2, 3), np.float32))
+    assert ctc_log_likelihood(lp, [[1, 1]])[0] == -np.inf  # needs a blank between: 3 frames
+    assert np.isfinite(ctc_log_likelihood(lp, [[1, 2]])[0])
+
+
+def test_beam_finds_the_sequence_that_greedy_misses():
+    # Each frame: blank 0.6, "a" 0.4. Best path is blank-blank (0.36), but "a" has
+    # P = 0.4*0.4 + 0.4*0.6 + 0.6*0.4 = 0.64 summed over its three alignments.
+    probs = np.array([[[0.6, 0.4, 0.0], [0.6, 0.4, 0.0]]]) + 1e-9
+    logits = np.log(probs)
+    assert ctc_greedy_decode(logits, CS) == [""]
+    texts, conf = ctc_beam_decode(logits, CS, beam_width=4, return_confidence=True)
+    assert texts == ["a"]
+    assert conf[0] == pytest.approx(0.64, rel=1e-6)
+
+
+def test_beam_agrees_with_greedy_on_peaked_logits_and_confidences_match():
+    batch = np.stack([one_hot_logits([1, 1, 0, 1, 2, 2]), one_hot_logits([0, 2, 0, 2, 1, 0])])
+    greedy, g_conf = ctc_greedy_decode(batch, CS, return_confidence=True)
+    beam, b_conf = ctc_beam_decode(batch, CS, beam_width=5, return_confidence=True)
+    assert greedy == beam == ["aab", "bba"]
+    assert g_conf == pytest.approx(b_conf)
+    assert all(0.99 < c <= 1.0 for c in g_conf)
+
+
+def test_confidence_is_lower_for_ambiguous_frames():
+    sharp = one_hot_logits([1, 0, 2])
+    vague = sharp.copy()
+    vague[2] = [0.0, 0.0, 0.5]
+    _, conf = ctc_greedy_decode(np.stack([sharp, vague]), CS, return_confidence=True)
+    assert conf[1] < conf[0]
+
+
+def test_beam_matches_exhaustive_search_on_random_logits():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=2.0, size=(6, 5, 3)).astype(np.float32)
+    lp = log_softmax(logits)
+    candidates = [list(s) for n in range(0, 6) for s in itertools.product([1, 2], repeat=n)]
+    beam = ctc_beam_decode(logits, CS, beam_width=64, prune=1e-9)
+    for i in range(logits.shape[0]):
+        scores = ctc_log_likelihood(np.repeat(lp[i : i + 1], len(candidates), axis=0), candidates)
+        best = candidates[int(np.argmax(scores))]
+        assert beam[i] == CS.decode(best)
+
+
+def test_char_lm_prefers_training_text_and_round_trips():
+    lm = CharNgramLM(order=3).fit(["ab ab", "ab ba"])
+    assert lm.log_prob("a", "b") > lm.log_prob("a", "a")
+    assert lm.score("ab ab") > lm.score("bb bb")
+    assert lm.log_prob("", "z") < 0  # unseen characters keep some probability
+    restored = CharNgramLM.from_json(lm.to_json())
+    assert restored.score("ab ba") == pytest.approx(lm.score("ab ba"))
+
+
+def test_char_lm_probabilities_sum_to_one():
+    lm = CharNgramLM(order=3).fit(["hà nội", "hà nam", "huế"])
+    support = sorted(lm.vocab) + ["?"]  # "?" stands for every unseen character
+    for context in ["", "h", "hà", "xyz"]:
+        total = sum(math.exp(lm.log_prob(context, c)) for c in support)
+        assert total == pytest.approx(1.0)
+
+
+def test_lm_fusion_breaks_an_acoustic_tie():
+    # Middle frame is torn between "a" and "b"; the LM has only seen "aab".
+    cs = Charset("ab")
+    frames = np.array([[0.02, 0.96, 0.02], [0.9, 0.05, 0.05], [0.02, 0.48, 0.50], [0.9, 0.05, 0.05], [0.02, 0.02, 0.96]])
+    logits = np.log(frames)[None]
+    lm = CharNgramLM(order=3).fit(["aab"] * 5)
+    without = ctc_beam_decode(logits, cs, beam_width=8)
+    with_lm = ctc_beam_decode(logits, cs, beam_width=8, lm=lm, lm_weight=1.0)
+    assert without == ["abb"]
+    assert with_lm == ["aab"]
+
+
+def test_decoders_reject_bad_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        ctc_greedy_decode(np.zeros((3, 4)), CS)
+    with pytest.raises(ValueError, match="beam_width"):
+        ctc_beam_decode(np.zeros((1, 3, 3)), CS, beam_width=0)

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+import keras
+
+from vhrmodel.losses import CTCLoss, ctc_loss
+from vhrmodel.model import CRNN, CropWidth, ResidualBlock
+from vhrmodel.presets import PRESETS, build_model, preset_config
+
+
+def white_images(batch, height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    images = np.full((batch, height, width, 1), 255, dtype=np.uint8)
+    images[:, height // 4 : 3 * height // 4, : width - 3] = rng.integers(0, 256, (batch, height // 2, width - 3, 1))
+    return images
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_build_and_round_trip_get_config(preset):
+    model = build_model(preset, num_classes=12, height=48)
+    config = model.get_config()
+    clone = CRNN.from_config(config)
+    assert clone.get_config() == config
+    assert clone.count_params() == model.count_params()
+    assert model.downsample == 4
+    assert model.output_shape == (None, None, 12)
+
+
+def test_preset_sizes_are_ordered_and_small_fits_the_cpu_budget():
+    sizes = {p: build_model(p, num_classes=140, height=64).count_params() for p in PRESETS}
+    assert sizes["tiny"] < sizes["small"] < sizes["base"]
+    assert sizes["small"] <= 3_000_000
+
+
+@pytest.mark.parametrize("width", [4, 5, 6, 7, 8, 63, 64, 65, 66, 130, 333])
+def test_output_has_width_over_four_frames_for_any_width(width):
+    model = build_model("tiny", num_classes=7, height=32)
+    out = model.predict(white_images(2, 32, max(width, 4))[:, :, :width], verbose=0)
+    assert out.shape == (2, width // 4, 7)
+    assert model.num_frames(width) == width // 4
+
+
+def test_reshape_and_pool_height_reductions_give_same_frame_count():
+    for reduction in ("reshape", "max", "mean"):
+        model = build_model("tiny", num_classes=5, height=40, height_reduction=reduction)
+        assert model.predict(white_images(1, 40, 50), verbose=0).shape == (1, 12, 5)
+
+
+def test_build_model_takes_classes_and_height_from_charset_and_preprocessing():
+    model = build_model("tiny", alphabet="abc", preprocessing={"height": 32, "binarize": "none"})
+    assert model.num_classes == 4
+    assert model.height == 32
+    assert model.charset.chars == "abc"
+    assert model.preprocessing == {"height": 32, "binarize": "none"}
+    assert build_model("tiny", num_classes=9, height=32, lstm_units=8).lstm_units == 8
+
+
+def test_build_model_errors_name_the_problem():
+    with pytest.raises(ValueError, match="Unknown preset"):
+        build_model("huge", num_classes=5, height=32)
+    with pytest.raises(ValueError, match="height"):
+        build_model("tiny", num_classes=5)
+    with pytest.raises(ValueError, match="len\\(alphabet\\) \\+ 1"):
+        build_model("tiny", num_classes=9, height=32, alphabet="abc")
+    with pytest.raises(ValueError, match="same length"):
+        build_model("tiny", num_classes=5, height=32, stage_blocks=[1])
+    with pytest.raises(ValueError, match="Received: filters=0"):
+        ResidualBlock(0)
+
+
+def test_presets_are_copied_not_shared():
+    config = preset_config("small")
+    config["stage_filters"].append(999)
+    assert 999 not in PRESETS["small"]["stage_filters"]
+
+
+def test_residual_block_and_crop_width_configs_round_trip():
+    block = ResidualBlock(8, kernel_size=(3, 5), strides=(2, 1), dropout=0.1, name="b")
+    assert ResidualBlock.from_config(block.get_config()).get_config() == block.get_config()
+    assert block(np.zeros((1, 6, 10, 4), "float32")).shape == (1, 3, 10, 8)
+    crop = CropWidth(4)
+    assert CropWidth.from_config(crop.get_config()).multiple == 4
+    assert crop(np.zeros((1, 2, 11, 1), "uint8")).shape == (1, 2, 8, 1)
+
+
+def test_ctc_loss_ignores_label_padding():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 10, 4)).astype("float32")
+    padded = np.array([[1, 2, 0, 0], [3, 3, 1, 0]], "int32")
+    explicit = ctc_loss(padded, logits, np.array([2, 3]), np.array([10, 10]))
+    per_sample = CTCLoss(reduction=None)(padded, logits)
+    np.testing.assert_allclose(np.asarray(per_sample), np.asarray(explicit), rtol=1e-5)
+    short = ctc_loss(padded[:1, :2], logits[:1], np.array([2]), np.array([10]))
+    np.testing.assert_allclose(np.asarray(explicit)[:1], np.asarray(short), rtol=1e-5)
+
+
+def test_tiny_model_training_decreases_loss():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model("tiny", num_classes=6, height=32)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=CTCLoss())
+    images = white_images(8, 32, 96)
+    labels = rng.integers(1, 6, size=(8, 6)).astype("int32")
+    labels[::2, 4:] = 0  # variable-length labels, 0-padded
+    history = model.fit(images, labels, batch_size=8, epochs=15, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_saved_model_reloads_and_predicts_identically(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = build_model("tiny", alphabet="abcdè", preprocessing={"height": 32, "max_width": 2048})
+    model.compile(optimizer="adam", loss=CTCLoss())
+    images = white_images(3, 32, 70, seed=2)
+    model.fit(images, np.array([[1, 2, 0], [3, 0, 0], [5, 4, 1]], "int32"), epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, CRNN)
+    assert restored.charset.chars == "abcdè"
+    assert restored.preprocessing == {"height": 32, "max_width": 2048}
+    np.testing.assert_array_equal(restored.predict(images, verbose=0), model.predict(images, verbose=0))

@@ -1,0 +1,338 @@
+"""CTC decoders (numpy): greedy, prefix beam search, and a character n-gram LM for shallow fusion.
+
+All decoders take the model's raw logits [B, T, C] (class 0 = blank) and normalise them with
+a log-softmax themselves. Beam search runs in log space: `keras.ops.ctc_decode(strategy=
+"beam_search")` also wants logits, and was measured to return wrong beams when given softmax
+probabilities, so never feed probabilities to either.
+
+Confidence (both decoders): the CTC probability of the decoded text summed over all its
+alignments, as a per-character geometric mean, `exp(log P(text | x) / max(1, len(text)))`,
+in (0, 1]. It depends only on the text and the logits, so greedy and beam agree on it for the
+same output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from vhrdata.charset import Charset
+
+NEG_INF = -np.inf
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable log-softmax in float32."""
+    x = np.asarray(logits, dtype=np.float32)
+    x = x - x.max(axis=axis, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+def _as_charset(charset) -> Charset:
+    return charset if isinstance(charset, Charset) else Charset(charset)
+
+
+def _lengths(logits: np.ndarray, logit_lengths) -> np.ndarray:
+    b, t = logits.shape[:2]
+    if logit_lengths is None:
+        return np.full(b, t, dtype=np.int64)
+    lengths = np.asarray(logit_lengths, dtype=np.int64).reshape(-1)
+    if lengths.shape[0] != b or (lengths < 0).any() or (lengths > t).any():
+        raise ValueError(f"`logit_lengths` must hold one value in [0, {t}] per line. Received: {lengths.tolist()}")
+    return lengths
+
+
+def _check_logits(logits) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.ndim != 3:
+        raise ValueError(f"`logits` must have shape [batch, frames, classes]. Received: shape={logits.shape}")
+    return logits
+
+
+def ctc_log_likelihood(log_probs: np.ndarray, labels: Sequence[Sequence[int]], logit_lengths=None) -> np.ndarray:
+    """log P(labels[b] | x_b) under CTC, summed over alignments, for a batch.
+
+    Args:
+        log_probs: float [B, T, C] log-probabilities (blank = 0).
+        labels: B sequences of 1-based class ids (no blanks).
+        logit_lengths: int [B] valid frames, default T.
+
+    Returns:
+        float64 [B]; -inf where a label cannot be aligned in its frames.
+    """
+    log_probs = _check_logits(log_probs)
+    b, t, _ = log_probs.shape
+    lengths = _lengths(log_probs, logit_lengths)
+    label_lens = np.array([len(lab) for lab in labels], dtype=np.int64)
+    s = 2 * int(label_lens.max(initial=0)) + 1
+    ext = np.zeros((b, s), dtype=np.int64)
+    for i, lab in enumerate(labels):
+        ext[i, 1 : 2 * len(lab) : 2] = np.asarray(lab, dtype=np.int64)
+    # The skip transition s-2 -> s is allowed into a character that differs from the previous one.
+    skip = np.zeros((b, s), dtype=bool)
+    skip[:, 2:] = (ext[:, 2:] != 0) & (ext[:, 2:] != ext[:, :-2])
+    valid = np.arange(s)[None, :] <= 2 * label_lens[:, None]
+    rows = np.arange(b)[:, None]
+    emit = lambda step: log_probs[rows, step, ext].astype(np.float64)  # noqa: E731  [B, S]
+
+    alpha = np.full((b, s), NEG_INF)
+    if t:
+        first = emit(0)
+        alpha[:, 0] = first[:, 0]
+        alpha[:, 1:2] = np.where(label_lens[:, None] > 0, first[:, 1:2], NEG_INF) if s > 1 else alpha[:, 1:2]
+    for step in range(1, t):
+        prev1 = np.concatenate([np.full((b, 1), NEG_INF), alpha[:, :-1]], axis=1)
+        prev2 = np.concatenate([np.full((b, 2), NEG_INF), alpha[:, :-2]], axis=1)[:, :s]
+        prev2 = np.where(skip, prev2, NEG_INF)
+        with np.errstate(invalid="ignore"):
+            new = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + emit(step)
+        new = np.where(valid, new, NEG_INF)
+        alpha = np.where((step < lengths)[:, None], new, alpha)
+    end = 2 * label_lens
+    result = alpha[np.arange(b), end]
+    with_char = label_lens > 0
+    result[with_char] = np.logaddexp(result[with_char], alpha[np.arange(b)[with_char], end[with_char] - 1])
+    result[lengths == 0] = np.where(label_lens[lengths == 0] == 0, 0.0, NEG_INF)
+    return result
+
+
+def _confidences(log_probs, id_seqs, lengths) -> list[float]:
+    ll = ctc_log_likelihood(log_probs, id_seqs, lengths)
+    return [float(math.exp(v / max(1, len(ids)))) if np.isfinite(v) else 0.0 for v, ids in zip(ll, id_seqs)]
+
+
+def ctc_greedy_decode(logits, charset, *, logit_lengths=None, return_confidence: bool = False):
+    """Best-path decoding: argmax per frame, merge repeats, drop blanks.
+
+    Args:
+        logits: float [B, T, C] model output (logits or log-probabilities).
+        charset: `vhrdata.charset.Charset` (or its characters as a str).
+        logit_lengths: int [B] valid frames per line; default all T.
+        return_confidence: also return one confidence per line (see module docstring).
+
+    Returns:
+        list of B strings, or (strings, confidences) with `return_confidence=True`.
+
+    Example:
+        >>> import numpy as np
+        >>> eye = np.eye(3, dtype="float32") * 10   # classes: blank, "a", "b"
+        >>> ctc_greedy_decode(eye[[1, 1, 0, 1, 2, 2]][None], "ab")
+        ['aab']
+    """
+    charset = _as_charset(charset)
+    logits = _check_logits(logits)
+    lengths = _lengths(logits, logit_lengths)
+    best = logits.argmax(axis=-1)
+    keep = best != 0
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    keep &= np.arange(best.shape[1])[None, :] < lengths[:, None]
+    id_seqs = [best[i][keep[i]].tolist() for i in range(best.shape[0])]
+    texts = [charset.decode(ids) for ids in id_seqs]
+    if not return_confidence:
+        return texts
+    return texts, _confidences(log_softmax(logits), id_seqs, lengths)
+
+
+class CharNgramLM:
+    """Character n-gram language model with Witten-Bell interpolation.
+
+    Fit it on TRAINING labels only: fitting on validation or test text leaks the answers into
+    the decoder. Lines are padded with `order - 1` start symbols and scored with an end symbol.
+
+    Args:
+        order: int. n of the n-gram (context of `order - 1` characters).
+
+    Example:
+        >>> lm = CharNgramLM(order=3).fit(["hà nội", "hà nam"])
+        >>> lm.log_prob("hà", " ") > lm.log_prob("hà", "x")
+        True
+    """
+
+    BOS = "\x02"
+    EOS = "\x03"
+
+    def __init__(self, order: int = 5):
+        if int(order) < 1:
+            raise ValueError(f"`order` must be positive. Received: order={order}")
+        self.order = int(order)
+        self.counts: list[dict[str, Counter]] = [defaultdict(Counter) for _ in range(self.order)]
+        self.vocab: set[str] = set()
+        self._cache: dict[tuple[str, str], float] = {}
+
+    def fit(self, texts: Iterable[str]) -> "CharNgramLM":
+        """Count n-grams of `texts` (adds to earlier counts). Returns self."""
+        pad = self.BOS * (self.order - 1)
+        for text in texts:
+            seq = pad + text + self.EOS
+            self.vocab.update(text)
+            for i in range(self.order - 1, len(seq)):
+                for n in range(self.order):  # n = context length
+                    self.counts[n][seq[i - n : i]][seq[i]] += 1
+        self.vocab.add(self.EOS)
+        self._cache.clear()
+        return self
+
+    def _prob(self, context: str, char: str) -> float:
+        p = 1.0 / (len(self.vocab) + 1)  # +1: characters never seen in training
+        for n in range(0, self.order):
+            if n > len(context):
+                break
+            h = context[len(context) - n :] if n else ""
+            followers = self.counts[n].get(h)
+            if not followers:
+                break
+            total = sum(followers.values())
+            types = len(followers)
+            p = (followers.get(char, 0) + types * p) / (total + types)
+        return p
+
+    def log_prob(self, context: str, char: str) -> float:
+        """Natural log P(char | last order-1 characters of context); the start is padded."""
+        context = (self.BOS * (self.order - 1) + context)[-(self.order - 1) :] if self.order > 1 else ""
+        key = (context, char)
+        value = self._cache.get(key)
+        if value is None:
+            value = math.log(self._prob(context, char))
+            self._cache[key] = value
+        return value
+
+    def score(self, text: str, eos: bool = True) -> float:
+        """Natural log probability of a whole line (with the end symbol when `eos`)."""
+        total = sum(self.log_prob(text[:i], c) for i, c in enumerate(text))
+        return total + (self.log_prob(text, self.EOS) if eos else 0.0)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"order": self.order, "vocab": "".join(sorted(self.vocab)),
+             "counts": [{h: dict(c) for h, c in level.items()} for level in self.counts]},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, s: str) -> "CharNgramLM":
+        data = json.loads(s)
+        lm = cls(data["order"])
+        lm.vocab = set(data["vocab"])
+        for level, stored in zip(lm.counts, data["counts"]):
+            for h, followers in stored.items():
+                level[h] = Counter(followers)
+        return lm
+
+
+def _prefix_beam_search(lp: np.ndarray, beam_width: int, prune: float, chars: str, lm, lm_weight, length_bonus):
+    """Prefix beam search over one line's log-probs [T, C]; returns the best id tuple."""
+    # Each beam: prefix -> [log p ending in blank, log p ending in its last char, lm log p].
+    beams = {(): [0.0, NEG_INF, 0.0]}
+    log_prune = math.log(prune)
+    order = lm.order if lm is not None else 1
+
+    def lm_term(prefix, c):
+        if lm is None:
+            return 0.0
+        context = "".join(chars[i - 1] for i in prefix[-(order - 1) :]) if order > 1 else ""
+        return lm_weight * lm.log_prob(context, chars[c - 1])
+
+    for frame in lp:
+        candidates = np.nonzero(frame[1:] >= log_prune)[0] + 1
+        if candidates.size == 0:
+            candidates = np.array([int(frame[1:].argmax()) + 1])
+        blank = float(frame[0])
+        nxt: dict[tuple, list[float]] = {}
+        for prefix, (pb, pnb, plm) in beams.items():
+            total = np.logaddexp(pb, pnb)
+            entry = nxt.setdefault(prefix, [NEG_INF, NEG_INF, plm])
+            entry[0] = np.logaddexp(entry[0], total + blank)
+            last = prefix[-1] if prefix else None
+            cands = candidates.tolist()
+            if last is not None and last not in cands:
+                cands.append(last)
+            for c in cands:
+                p = float(frame[c])
+                if c == last:
+                    entry[1] = np.logaddexp(entry[1], pnb + p)  # repeat merged into the same char
+                    if pb == NEG_INF:
+                        continue
+                    source = pb  # a blank separates a doubled character
+                else:
+                    source = total
+                new = prefix + (c,)
+                bonus = lm_term(prefix, c)
+                child = nxt.get(new)
+                if child is None:
+                    child = nxt[new] = [NEG_INF, NEG_INF, plm + bonus]
+                child[1] = np.logaddexp(child[1], source + p)
+        ranked = sorted(
+            nxt.items(),
+            key=lambda kv: np.logaddexp(kv[1][0], kv[1][1]) + kv[1][2] + length_bonus * len(kv[0]),
+            reverse=True,
+        )
+        beams = dict(ranked[:beam_width])
+
+    def final(kv):
+        prefix, (pb, pnb, plm) = kv
+        score = np.logaddexp(pb, pnb) + plm + length_bonus * len(prefix)
+        if lm is not None:
+            score += lm_weight * lm.log_prob("".join(chars[i - 1] for i in prefix), lm.EOS)
+        return score
+
+    return max(beams.items(), key=final)[0]
+
+
+def ctc_beam_decode(
+    logits,
+    charset,
+    *,
+    beam_width: int = 10,
+    logit_lengths=None,
+    lm: CharNgramLM | None = None,
+    lm_weight: float = 0.5,
+    length_bonus: float = 0.0,
+    prune: float = 1e-3,
+    return_confidence: bool = False,
+):
+    """CTC prefix beam search, optionally fused with a character LM.
+
+    Args:
+        logits: float [B, T, C] model output (logits; a log-softmax is applied here).
+        charset: `vhrdata.charset.Charset` (or its characters as a str).
+        beam_width: prefixes kept after each frame.
+        logit_lengths: int [B] valid frames per line; default all T.
+        lm: optional `CharNgramLM` fitted on training labels only.
+        lm_weight: weight of the LM log-probability (shallow fusion).
+        length_bonus: added per character, to offset the LM's bias toward short lines.
+        prune: characters below this probability in a frame are not expanded.
+        return_confidence: also return one confidence per line (see module docstring).
+
+    Returns:
+        list of B strings, or (strings, confidences) with `return_confidence=True`.
+
+    Example:
+        >>> import numpy as np
+        >>> probs = np.array([[0.4, 0.6], [0.4, 0.6]])   # classes: blank, "a"
+        >>> ctc_beam_decode(np.log(probs)[None], "a", beam_width=4)  # greedy says "a" too
+        ['a']
+
+    Reference:
+        Hannun et al., "First-Pass Large Vocabulary Continuous Speech Recognition using
+        Bi-Directional Recurrent DNNs", 2014 (prefix beam search).
+    """
+    charset = _as_charset(charset)
+    if int(beam_width) < 1:
+        raise ValueError(f"`beam_width` must be positive. Received: beam_width={beam_width}")
+    if not 0.0 < prune < 1.0:
+        raise ValueError(f"`prune` must be in (0, 1). Received: prune={prune}")
+    logits = _check_logits(logits)
+    lengths = _lengths(logits, logit_lengths)
+    lp = log_softmax(logits)
+    id_seqs = [
+        list(_prefix_beam_search(lp[i, : lengths[i]], int(beam_width), prune, charset.chars, lm, lm_weight, length_bonus))
+        for i in range(lp.shape[0])
+    ]
+    texts = [charset.decode(ids) for ids in id_seqs]
+    if not return_confidence:
+        return texts
+    return texts, _confidences(lp, id_seqs, lengths)

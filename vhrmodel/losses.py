@@ -1,0 +1,70 @@
+"""CTC loss for the recogniser (blank = class 0, as in `vhrdata.charset.Charset`)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def ctc_loss(labels, logits, label_lengths, logit_lengths):
+    """Per-sample CTC negative log-likelihood.
+
+    Args:
+        labels: int [B, L], 1-based character ids, padded with anything beyond `label_lengths`.
+        logits: float [B, T, num_classes], unnormalised (the model output; the backend applies
+            log-softmax).
+        label_lengths: int [B].
+        logit_lengths: int [B], valid frames per sample (<= T).
+
+    Returns:
+        float [B] loss.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = ctc_loss(np.array([[1, 2]]), np.zeros((1, 5, 3), "float32"), np.array([2]), np.array([5]))
+        >>> tuple(loss.shape)
+        (1,)
+    """
+    labels = ops.cast(labels, "int32")
+    label_lengths = ops.cast(label_lengths, "int32")
+    logit_lengths = ops.cast(logit_lengths, "int32")
+    return ops.ctc_loss(labels, logits, label_lengths, logit_lengths, mask_index=0)
+
+
+@keras.saving.register_keras_serializable(package="vhr")
+class CTCLoss(keras.losses.Loss):
+    """Keras loss for `model.fit` with y = int32 [B, L] labels padded with 0.
+
+    The label length of each sample is its count of non-zero ids (0 is the blank, which never
+    occurs inside a label). Every sample uses all T output frames: batches are padded on the
+    right with white, which the model maps to zero input, and CTC lets it emit blanks there.
+    Using the full T keeps `y` a single tensor that `fit`, `PyDataset` and `tf.data` all carry;
+    the store's feasibility check (`frames = width // 4`) guarantees each unpadded image alone
+    already has enough frames.
+
+    Args:
+        name: str. Loss name.
+        **kwargs: standard `keras.losses.Loss` arguments (`reduction`, `dtype`).
+
+    Example:
+        >>> import numpy as np
+        >>> loss = CTCLoss()
+        >>> float(loss(np.array([[1, 2, 0]]), np.zeros((1, 6, 3), "float32"))) > 0
+        True
+
+    Reference:
+        Graves et al., "Connectionist Temporal Classification", ICML 2006.
+    """
+
+    def __init__(self, name: str = "ctc_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(y_true, "int32")
+        label_lengths = ops.sum(ops.cast(ops.not_equal(labels, 0), "int32"), axis=-1)
+        frames = ops.shape(y_pred)[1]
+        logit_lengths = ops.ones_like(label_lengths) * frames
+        return ctc_loss(labels, y_pred, label_lengths, logit_lengths)
+
+    def get_config(self):
+        return super().get_config()
