@@ -132,8 +132,9 @@ def _elastic(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> n
     gw = max(2, math.ceil(w / cfg.elastic_grid) + 1)
     dx = cv2.resize(rng.normal(0, cfg.elastic_alpha, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     dy = cv2.resize(rng.normal(0, cfg.elastic_alpha, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(img, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
+    dx += np.arange(w, dtype=np.float32)[None, :]
+    dy += np.arange(h, dtype=np.float32)[:, None]
+    return cv2.remap(img, dx, dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE)
 
 
 def _affine(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -166,8 +167,10 @@ def _blur(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.n
 
 
 def _noise(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    noise = rng.normal(0.0, rng.uniform(*cfg.noise_std), img.shape).astype(np.float32)
-    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    noise = rng.standard_normal(img.shape, dtype=np.float32)
+    noise *= np.float32(rng.uniform(*cfg.noise_std))
+    noise += img
+    return np.clip(noise, 0, 255, out=noise).astype(np.uint8)
 
 
 def _morph(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
