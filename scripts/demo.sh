@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job end to end on the project's own synthetic data:
+# synth → ingest → split → build-lmdb → verify → stats → short train → evaluate.
+set -euo pipefail
+work="${1:-demo-out}"
+export PATH="$PWD/.venv/bin:$PATH"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+vhrdata run pipelines/synthetic.yaml --work "$work"
+echo
+echo "demo finished; outputs in $work/:"
+echo "  records/   records.parquet, quarantine.jsonl, ingest.json, split.json"
+echo "  store/     sharded LMDB store (vhrdata verify $work/store)"
+echo "  report/    report.html, report.md, report.json"
+echo "  run/       model.keras, history.csv"
+echo "  eval/      metrics.json and the worst lines"
