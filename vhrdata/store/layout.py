@@ -1,0 +1,234 @@
+"""On-disk layout of a store: file names, the record encoding, index.json, and LMDB environments.
+
+```
+STORE/index.json                                   schema, settings + hash, alphabet, counts, shards
+STORE/quarantine.jsonl                             records refused at build time (e.g. ctc_infeasible)
+STORE/<split>/shard-00000-of-00004.lmdb/data.mdb   the records, keys 000000000, 000000001, ...
+STORE/<split>/shard-00000-of-00004.lmdb/shard.json this shard's own metadata (identity, count, hashes)
+STORE/<split>/shard-00000-of-00004.lmdb/widths.npy int32 width of every record, in key order
+```
+
+A record value is a fixed header, then the image rows, then UTF-8 label, id and writer.
+The CRC32 in the first four bytes covers every byte after it, so a flipped byte anywhere
+in a record is caught.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from vhrdata.errors import StoreError
+
+FORMAT = "vhr-store"
+SCHEMA_VERSION = 1
+INDEX_FILE = "index.json"
+SHARD_META_FILE = "shard.json"
+WIDTHS_FILE = "widths.npy"
+QUARANTINE_FILE = "quarantine.jsonl"
+SPLIT_ORDER = ("train", "val", "test")
+
+RECORD_VERSION = 1
+# crc32, record version, flags, height, width, text bytes, id bytes, writer bytes
+HEADER = struct.Struct("<IBBHIHHH")
+HEADER_SIZE = HEADER.size
+FLAG_NO_WRITER = 1
+KEY_DIGITS = 9
+
+
+def shard_name(index: int, count: int) -> str:
+    """`shard-00000-of-00004.lmdb`."""
+    return f"shard-{index:05d}-of-{count:05d}.lmdb"
+
+
+def shard_relpath(split: str, index: int, count: int) -> str:
+    return f"{split}/{shard_name(index, count)}"
+
+
+def record_key(position: int) -> bytes:
+    """Zero-padded decimal keys sort in insertion order, so a cursor scan is sequential on disk."""
+    return b"%09d" % position
+
+
+def encode_record(image: np.ndarray, text: str, rec_id: str, writer: str | None) -> bytes:
+    """Pack one preprocessed record (uint8 H×W image, label, id, writer) with its CRC32."""
+    h, w = image.shape
+    tb, ib = text.encode("utf-8"), rec_id.encode("utf-8")
+    wb = b"" if writer is None else str(writer).encode("utf-8")
+    if max(len(tb), len(ib), len(wb)) > 0xFFFF:
+        raise ValueError(f"label, id and writer must each be under 64 KiB. Received: id={rec_id[:80]!r}")
+    flags = FLAG_NO_WRITER if writer is None else 0
+    body = b"".join(
+        (HEADER.pack(0, RECORD_VERSION, flags, h, w, len(tb), len(ib), len(wb))[4:], image.tobytes(), tb, ib, wb)
+    )
+    return struct.pack("<I", zlib.crc32(body)) + body
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """A decoded record; `image` may be a view into the LMDB map (copy it to keep it)."""
+
+    image: np.ndarray
+    text: str
+    id: str
+    writer: str | None
+
+
+def decode_record(value, *, check_crc: bool = False) -> RecordView:
+    """Unpack a record value (bytes or memoryview). Raises ValueError if it is malformed."""
+    if len(value) < HEADER_SIZE:
+        raise ValueError(f"record is {len(value)} bytes, shorter than its {HEADER_SIZE}-byte header")
+    crc, version, flags, h, w, tl, il, wl = HEADER.unpack_from(value)
+    if version != RECORD_VERSION:
+        raise ValueError(f"record version {version}, expected {RECORD_VERSION}")
+    end_img = HEADER_SIZE + h * w
+    if len(value) != end_img + tl + il + wl:
+        raise ValueError(f"record is {len(value)} bytes, its header says {end_img + tl + il + wl}")
+    if check_crc and zlib.crc32(memoryview(value)[4:]) != crc:
+        raise ValueError("CRC32 mismatch")
+    image = np.frombuffer(value, dtype=np.uint8, count=h * w, offset=HEADER_SIZE).reshape(h, w)
+    mv = memoryview(value)
+    text = str(mv[end_img : end_img + tl], "utf-8")
+    rec_id = str(mv[end_img + tl : end_img + tl + il], "utf-8")
+    writer = None if flags & FLAG_NO_WRITER else str(mv[end_img + tl + il :], "utf-8")
+    return RecordView(image, text, rec_id, writer)
+
+
+def record_crc_ok(value) -> bool:
+    """True when the stored CRC32 matches the bytes after it."""
+    if len(value) < 4:
+        return False
+    return struct.unpack_from("<I", value)[0] == zlib.crc32(memoryview(value)[4:])
+
+
+def ctc_frames_needed(text: str) -> int:
+    """CTC output frames a label needs: one per character plus a blank between equal neighbours."""
+    return len(text) + sum(1 for a, b in zip(text, text[1:]) if a == b)
+
+
+# ---------------------------------------------------------------------------- index.json
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as ex:
+        raise StoreError(f"{path} is not valid JSON ({ex}); rebuild the store with --overwrite") from None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON under a unique temporary name and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_index(store: str | Path) -> dict[str, Any]:
+    """Read and check STORE/index.json: format name and schema version."""
+    store = Path(store)
+    path = store / INDEX_FILE
+    if not store.exists():
+        raise StoreError(f"{store} does not exist; build it with `vhrdata build-lmdb RECORDS --out {store}`")
+    if not path.exists():
+        hint = "the build has not finished (run `vhrdata build-lmdb` again to resume)"
+        if any(store.glob("*/shard-*.lmdb")):
+            hint += ", or assemble fanned-out shards with `vhrdata build-lmdb ... --assemble-only`"
+        raise StoreError(f"{store} has no {INDEX_FILE}: {hint}")
+    index = read_json(path)
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise StoreError(f"{path} is not a vhr store index (format {index.get('format') if isinstance(index, dict) else None!r})")
+    version = index.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{store} has store schema version {version}, this vhr reads version {SCHEMA_VERSION}; "
+            "rebuild it with `vhrdata build-lmdb --overwrite`"
+        )
+    return index
+
+
+# ---------------------------------------------------------------------------- LMDB environments
+
+# py-lmdb refuses to open the same environment twice in one process, and an environment must
+# not be used across fork(); so every read-only environment is opened once per process here.
+_ENVS: dict[tuple, lmdb.Environment] = {}
+_ENVS_PID = os.getpid()
+_ENVS_LOCK = threading.Lock()
+
+
+def _env_key(path: Path) -> tuple:
+    st = os.stat(path / "data.mdb")
+    return (str(path.resolve()), st.st_dev, st.st_ino)
+
+
+def open_env(path: str | Path, *, readahead: bool = False) -> lmdb.Environment:
+    """Open a shard read-only without locking (shards are immutable once renamed into place).
+
+    Readahead is off by default: batches read records in random order, and the kernel's
+    readahead would pull in pages nobody asked for.
+    """
+    with _ENVS_LOCK:
+        return _open_env_locked(Path(path), readahead)
+
+
+def _open_env_locked(path: Path, readahead: bool) -> lmdb.Environment:
+    global _ENVS_PID
+    if os.getpid() != _ENVS_PID:
+        # Inherited from the parent through fork: drop our copies and open afresh.
+        for env in _ENVS.values():
+            try:
+                env.close()
+            except Exception:
+                pass
+        _ENVS.clear()
+        _ENVS_PID = os.getpid()
+    try:
+        key = _env_key(path)
+    except FileNotFoundError:
+        raise StoreError(f"shard {path} is missing its data.mdb") from None
+    env = _ENVS.get(key)
+    if env is None:
+        try:
+            env = lmdb.open(
+                str(path), readonly=True, lock=False, readahead=readahead, subdir=True, create=False, max_readers=2048
+            )
+        except lmdb.Error as ex:
+            raise StoreError(f"shard {path} cannot be opened: {ex}") from None
+        _ENVS[key] = env
+    return env
+
+
+def forget_env(path: str | Path) -> None:
+    """Close this process's environment of `path`, if open (before deleting or replacing a shard)."""
+    path = Path(path)
+    with _ENVS_LOCK:
+        _forget_locked(path)
+
+
+def _forget_locked(path: Path) -> None:
+    for key in [k for k in _ENVS if k[0] == str(path.resolve())]:
+        try:
+            _ENVS.pop(key).close()
+        except Exception:
+            pass
+
+
+def load_widths(shard_dir: Path, count: int) -> np.ndarray:
+    try:
+        widths = np.load(shard_dir / WIDTHS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as ex:
+        raise StoreError(f"shard {shard_dir} has an unreadable {WIDTHS_FILE}: {ex}") from None
+    if widths.shape != (count,):
+        raise StoreError(f"shard {shard_dir}: {WIDTHS_FILE} has {widths.shape[0]} entries, the shard {count} records")
+    return widths.astype(np.int32, copy=False)

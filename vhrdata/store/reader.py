@@ -1,0 +1,486 @@
+"""Read a store: random access, sequential scans, and padded, width-bucketed batches.
+
+Reading is built for speed: shards are opened read-only without locks, records are parsed as
+numpy views straight out of the LMDB memory map, every image is copied exactly once (into its
+batch), and labels of a whole batch are encoded in one vectorised lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from vhrdata.charset import Charset
+from vhrdata.errors import StoreError
+from vhrdata.preprocess import PAD_VALUE, PreprocessSettings
+from vhrdata.store import layout
+from vhrdata.store.layout import FLAG_NO_WRITER, HEADER, HEADER_SIZE, SHARD_META_FILE, SPLIT_ORDER
+
+log = logging.getLogger(__name__)
+
+# Bucketing sorts by width inside windows of this many batches: wide enough that neighbours in a
+# batch have similar widths, narrow enough that batches still mix the data set.
+DEFAULT_BUCKET_BATCHES = 32
+
+
+class Sample(NamedTuple):
+    """One stored record: the preprocessed image (uint8 H×W), its label, id and writer."""
+
+    image: np.ndarray
+    text: str
+    id: str
+    writer: str | None
+
+
+@dataclass
+class Batch:
+    """A padded batch.
+
+    Attributes:
+        images: uint8 [B, H, Wmax], padded with PAD_VALUE (white) to the widest image in the batch.
+        widths: int32 [B], real image widths.
+        labels: int32 [B, Lmax], 1-based charset ids, padded with 0 (the CTC blank).
+        label_lengths: int32 [B].
+        texts: the labels as text.
+        ids: record ids.
+        indices: int64 [B], positions of the records in their split.
+    """
+
+    images: np.ndarray
+    widths: np.ndarray
+    labels: np.ndarray
+    label_lengths: np.ndarray
+    texts: list[str]
+    ids: list[str]
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def padding_fraction(self) -> float:
+        """Share of image pixels in the batch that are padding."""
+        total = self.images.shape[0] * self.images.shape[2]
+        return 0.0 if total == 0 else 1.0 - float(self.widths.sum()) / total
+
+
+Transform = Callable[[Batch, np.random.Generator], Batch]
+
+
+class LabelEncoder:
+    """Encodes a batch of texts with one table lookup (unknown characters raise, naming them)."""
+
+    def __init__(self, charset: Charset):
+        self.charset = charset
+        cps = np.array([ord(c) for c in charset.chars], dtype=np.int64)
+        self._table = np.full(int(cps.max()) + 2 if cps.size else 1, -1, dtype=np.int32)
+        self._table[cps] = np.arange(1, len(cps) + 1, dtype=np.int32)
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.fromiter(map(len, texts), dtype=np.int32, count=len(texts))
+        max_len = int(lengths.max()) if len(texts) else 0
+        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        # Code points past the table land on its last entry, which is always -1.
+        ids = self._table[np.minimum(cps, len(self._table) - 1)]
+        if ids.size and int(ids.min()) < 0:
+            for t in texts:
+                if self.charset.unknown(t):
+                    self.charset.encode(t)  # raises UnknownCharacterError naming the characters
+        labels = np.zeros((len(texts), max_len), dtype=np.int32)
+        labels[np.arange(max_len) < lengths[:, None]] = ids
+        return labels, lengths
+
+
+class Store:
+    """An opened store. Use `open_store(path)`.
+
+    Attributes:
+        path: the store folder.
+        index: the parsed index.json.
+        settings: the PreprocessSettings the images were made with.
+        alphabet: sorted characters of every stored label (all splits).
+        splits: names of the splits present, in train/val/test order.
+    """
+
+    def __init__(self, path: Path, index: dict[str, Any], settings: PreprocessSettings):
+        self.path = path
+        self.index = index
+        self.settings = settings
+        self.alphabet: str = index["alphabet"]
+        self.splits: tuple[str, ...] = tuple(s for s in SPLIT_ORDER if s in index["splits"])
+        self._datasets: dict[str, SplitDataset] = {}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s}={self.index['splits'][s]['count']}" for s in self.splits)
+        return f"Store({str(self.path)!r}, {counts})"
+
+    def charset(self) -> Charset:
+        """A Charset of the store's full alphabet (every split)."""
+        return Charset(self.alphabet)
+
+    def split(self, name: str) -> "SplitDataset":
+        """The records of one split."""
+        if name not in self.index["splits"]:
+            raise StoreError(f"{self.path} has no {name!r} split; it has {', '.join(self.splits) or 'none'}")
+        if name not in self._datasets:
+            self._datasets[name] = SplitDataset(self, name)
+        return self._datasets[name]
+
+
+def open_store(path: str | Path, *, settings: PreprocessSettings | None = None) -> Store:
+    """Open a store after checking that it is whole and what it claims to be.
+
+    Checks the format and schema version, that the settings match their hash (and `settings`, when
+    given), and that every shard is present with the count and content hash the index records.
+    Record checksums are only read by `verify_store`, which reads everything.
+
+    Args:
+        path: the store folder.
+        settings: if given, refuse a store made with other preprocessing settings.
+
+    Raises:
+        StoreError: the store is missing, foreign, stale, half-built, or of other settings.
+
+    Example:
+        >>> store = open_store("work/store")  # doctest: +SKIP
+        >>> batch = next(store.split("train").batches(batch_size=32))  # doctest: +SKIP
+    """
+    path = Path(path)
+    index = layout.read_index(path)
+    try:
+        stored = PreprocessSettings.from_dict(index["settings"])
+    except (KeyError, TypeError, ValueError) as ex:
+        raise StoreError(f"{path}/index.json has unreadable preprocessing settings: {ex}") from None
+    if stored.hash() != index.get("settings_hash"):
+        raise StoreError(f"{path}/index.json: the settings do not match their hash; the index was edited or is corrupt")
+    if settings is not None and settings != stored:
+        raise StoreError(
+            f"{path} was preprocessed with other settings ({'; '.join(stored.diff(settings))}); "
+            "rebuild it with `vhrdata build-lmdb --overwrite` or use matching settings"
+        )
+    identity = index.get("build", {}).get("identity")
+    for split, info in index["splits"].items():
+        total = 0
+        for entry in info["shards"]:
+            shard_dir = path / entry["path"]
+            meta_path = shard_dir / SHARD_META_FILE
+            if not meta_path.exists():
+                raise StoreError(f"{path}: shard {entry['path']} is missing; rebuild with `vhrdata build-lmdb`")
+            meta = layout.read_json(meta_path)
+            if meta.get("sha256") != entry["sha256"] or meta.get("count") != entry["count"] or meta.get("identity") != identity:
+                raise StoreError(
+                    f"{path}: shard {entry['path']} does not match index.json (stale or replaced shard); "
+                    "rebuild with `vhrdata build-lmdb --overwrite`"
+                )
+            if entry["first"] != total:
+                raise StoreError(f"{path}/index.json: shard {entry['path']} starts at {entry['first']}, expected {total}")
+            total += entry["count"]
+        if total != info["count"]:
+            raise StoreError(f"{path}/index.json: split {split} counts {info['count']} records, its shards {total}")
+    return Store(path, index, stored)
+
+
+class SplitDataset:
+    """The records of one split: `len(ds)`, `ds[i]`, `iter(ds)`, `ds.batches(...)` and adapters.
+
+    Safe to pickle (for worker processes): each process reopens the shards itself.
+    """
+
+    def __init__(self, store: Store, name: str):
+        self.store = store
+        self.name = name
+        self.height = store.settings.height
+        info = store.index["splits"][name]
+        self._shard_dirs = [store.path / e["path"] for e in info["shards"]]
+        counts = [e["count"] for e in info["shards"]]
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        parts = []
+        for d, n in zip(self._shard_dirs, counts):
+            parts.append(layout.load_widths(d, n))
+        #: int32 width of every record, in index order.
+        self.widths = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        self._local: threading.local | None = None
+        self._local_pid = -1
+        self._encoders: dict[str, LabelEncoder] = {}
+        self._check_entries()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_local"] = None
+        state["_local_pid"] = -1
+        state["_encoders"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return f"SplitDataset({str(self.store.path)!r}, {self.name!r}, {len(self)} records)"
+
+    def _check_entries(self) -> None:
+        for d, (a, b) in zip(self._shard_dirs, zip(self._offsets[:-1], self._offsets[1:])):
+            entries = layout.open_env(d).stat()["entries"]
+            if entries != b - a:
+                raise StoreError(f"shard {d} holds {entries} records, index.json says {b - a}; run `vhrdata verify`")
+
+    def _get_txns(self) -> list:
+        # One set of read transactions per process and thread (an LMDB transaction must not be
+        # used by two threads at once, and never across fork). They live as long as the dataset:
+        # shards never change once written, and a long-lived transaction keeps buffers valid.
+        if self._local is None or self._local_pid != os.getpid():
+            self._local = threading.local()
+            self._local_pid = os.getpid()
+        txns = getattr(self._local, "txns", None)
+        if txns is None:
+            txns = self._local.txns = [layout.open_env(d).begin(buffers=True) for d in self._shard_dirs]
+        return txns
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for split {self.name!r} of {n} records")
+        s = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        return s, i - int(self._offsets[s])
+
+    def __getitem__(self, i: int) -> Sample:
+        s, local = self._locate(int(i))
+        value = self._get_txns()[s].get(layout.record_key(local))
+        if value is None:
+            raise StoreError(f"shard {self._shard_dirs[s]} has no key {local:09d}; run `vhrdata verify`")
+        return _sample(value)
+
+    def __iter__(self) -> Iterator[Sample]:
+        txns = self._get_txns()
+        for txn in txns:
+            for _, value in txn.cursor():
+                yield _sample(value)
+
+    def charset(self) -> Charset:
+        return self.store.charset()
+
+    def _encoder(self, charset: Charset | None) -> LabelEncoder:
+        charset = charset or self.store.charset()
+        enc = self._encoders.get(charset.chars)
+        if enc is None:
+            enc = self._encoders[charset.chars] = LabelEncoder(charset)
+        return enc
+
+    # ------------------------------------------------------------------ batching
+
+    def batch_plan(
+        self,
+        batch_size: int = 32,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        bucket_window: int | None = None,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        drop_remainder: bool = False,
+    ) -> list[np.ndarray]:
+        """The record indices of every batch of one epoch, in the order `batches` yields them.
+
+        The plan depends only on its arguments, so every process and host computes the same one.
+
+        Args:
+            batch_size: records per batch.
+            shuffle: shuffle with a generator seeded by (seed, epoch).
+            seed, epoch: the shuffle seed; a new epoch gives a new order.
+            bucket_window: sort by width inside windows of this many records (rounded up to whole
+                batches); None = 32 batches; 0 = no bucketing.
+            shard_index, num_shards: take every num_shards-th record starting at shard_index.
+                When shuffling, every shard gets the same number of records (up to num_shards-1
+                records of the epoch's permutation are left out) so synchronous hosts stay in step.
+            drop_remainder: drop a last, smaller batch.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
+        if num_shards < 1 or not 0 <= shard_index < num_shards:
+            raise ValueError(
+                f"shard_index must be in [0, num_shards). Received: shard_index={shard_index}, num_shards={num_shards}"
+            )
+        n = len(self)
+        rng = np.random.default_rng([seed, epoch]) if shuffle else None
+        if rng is not None:
+            order = rng.permutation(n)[shard_index::num_shards][: n // num_shards]
+        else:
+            order = np.arange(n, dtype=np.int64)[shard_index::num_shards]
+        window = DEFAULT_BUCKET_BATCHES * batch_size if bucket_window is None else int(bucket_window)
+        if window > 0:
+            window = -(-window // batch_size) * batch_size
+            order = order.copy()
+            for start in range(0, len(order), window):
+                part = order[start : start + window]
+                order[start : start + window] = part[np.argsort(self.widths[part], kind="stable")]
+        plan = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if plan and len(plan[-1]) < batch_size and drop_remainder:
+            plan.pop()
+        if rng is not None and window > 0:
+            # Sorted windows would give each window's batches narrowest first; mix the batch order.
+            full = [b for b in plan if len(b) == batch_size]
+            rest = [b for b in plan if len(b) < batch_size]
+            plan = [full[k] for k in rng.permutation(len(full))] + rest
+        return plan
+
+    def num_batches(self, batch_size: int = 32, **plan_kwargs) -> int:
+        """Number of batches `batches` yields with these arguments (the same every epoch)."""
+        return len(self.batch_plan(batch_size, **plan_kwargs))
+
+    def load_batch(self, indices, charset: Charset | None = None) -> Batch:
+        """Read the records at `indices` into one padded Batch."""
+        return self._load(np.asarray(indices, dtype=np.int64), self._encoder(charset))
+
+    def _load(self, idx: np.ndarray, encoder: LabelEncoder) -> Batch:
+        txns = self._get_txns()
+        n = len(self)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"batch indices out of range for split {self.name!r} of {n} records")
+        shard = np.searchsorted(self._offsets, idx, side="right") - 1
+        local = (idx - self._offsets[shard]).tolist()
+        widths = self.widths[idx]
+        b, h = len(idx), self.height
+        w_max = int(widths.max()) if b else 0
+        images = np.empty((b, h, w_max), dtype=np.uint8)
+        texts: list[str] = []
+        ids: list[str] = []
+        unpack = HEADER.unpack_from
+        frombuffer = np.frombuffer
+        for j, (s, k) in enumerate(zip(shard.tolist(), local)):
+            value = txns[s].get(b"%09d" % k)
+            if value is None:
+                raise StoreError(f"shard {self._shard_dirs[s]} has no key {k:09d}; run `vhrdata verify`")
+            _, _, _, rh, rw, tl, il, _ = unpack(value)
+            end = HEADER_SIZE + rh * rw
+            images[j, :, :rw] = frombuffer(value, np.uint8, rh * rw, HEADER_SIZE).reshape(rh, rw)
+            if rw < w_max:
+                # Only the padding is filled: writing the whole batch first would double the memory traffic.
+                images[j, :, rw:] = PAD_VALUE
+            texts.append(str(value[end : end + tl], "utf-8"))
+            ids.append(str(value[end + tl : end + tl + il], "utf-8"))
+        labels, lengths = encoder(texts)
+        return Batch(images, widths.astype(np.int32), labels, lengths, texts, ids, idx)
+
+    def batches(
+        self,
+        batch_size: int = 32,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        bucket_window: int | None = None,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        charset: Charset | None = None,
+        transform: Transform | None = None,
+        workers: int = 0,
+        drop_remainder: bool = False,
+    ) -> Iterator[Batch]:
+        """Yield padded batches of one epoch (see `batch_plan` for the order).
+
+        Args:
+            charset: encodes the labels; defaults to `store.charset()` (every stored character).
+            transform: `transform(batch, rng) -> batch`, e.g. augmentation. `rng` is a numpy
+                Generator seeded by (seed, epoch, shard_index, batch number), so results do not
+                depend on `workers`. Must be picklable (a module-level function) when workers > 0.
+            workers: processes that read, pad and transform batches; 0 = this process.
+            Other arguments: see `batch_plan`.
+
+        Example:
+            >>> for b in store.split("train").batches(32, seed=1, epoch=3):  # doctest: +SKIP
+            ...     model.train_on_batch(b.images[..., None], b.labels)
+        """
+        plan = self.batch_plan(
+            batch_size, shuffle=shuffle, seed=seed, epoch=epoch, bucket_window=bucket_window,
+            shard_index=shard_index, num_shards=num_shards, drop_remainder=drop_remainder,
+        )
+        seeds = [(seed, epoch, shard_index, k) for k in range(len(plan))]
+        if workers <= 0:
+            encoder = self._encoder(charset)
+            for idx, s in zip(plan, seeds):
+                batch = self._load(idx, encoder)
+                yield transform(batch, np.random.default_rng(s)) if transform else batch
+            return
+        yield from _batches_in_workers(self, plan, seeds, charset, transform, workers)
+
+    def keras_dataset(self, batch_size: int = 32, **kwargs):
+        """A `keras.utils.PyDataset` yielding (x uint8 [B,H,W,1], y int32 [B,L] 0-padded).
+
+        Takes the arguments of `batches`, plus `max_queue_size`. It advances its epoch (and so
+        its shuffle) in `on_epoch_end`; with workers > 0 Keras loads batches in processes.
+        """
+        from vhrdata.store.adapters import StorePyDataset
+
+        return StorePyDataset(self, batch_size, **kwargs)
+
+    def tf_dataset(self, batch_size: int = 32, **kwargs):
+        """A `tf.data.Dataset` of ready numpy batches (x uint8 [B,H,W,1], y int32 [B,L]).
+
+        Takes the arguments of `batches`. Each pass over the dataset (e.g. each Keras epoch
+        or `.repeat()`) starts the next epoch's shuffle.
+        """
+        from vhrdata.store.adapters import make_tf_dataset
+
+        return make_tf_dataset(self, batch_size, **kwargs)
+
+
+def _sample(value) -> Sample:
+    _, _, flags, h, w, tl, il, _ = HEADER.unpack_from(value)
+    end = HEADER_SIZE + h * w
+    image = np.frombuffer(value, np.uint8, h * w, HEADER_SIZE).reshape(h, w).copy()
+    text = str(value[end : end + tl], "utf-8")
+    rec_id = str(value[end + tl : end + tl + il], "utf-8")
+    writer = None if flags & FLAG_NO_WRITER else str(value[end + tl + il :], "utf-8")
+    return Sample(image, text, rec_id, writer)
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_batch_worker(ds: SplitDataset, charset_chars: str | None, transform: Transform | None) -> None:
+    _WORKER["ds"] = ds
+    _WORKER["encoder"] = ds._encoder(Charset(charset_chars) if charset_chars is not None else None)
+    _WORKER["transform"] = transform
+
+
+def _worker_batch(idx: np.ndarray, seed: tuple) -> Batch:
+    batch = _WORKER["ds"]._load(idx, _WORKER["encoder"])
+    transform = _WORKER["transform"]
+    return transform(batch, np.random.default_rng(seed)) if transform else batch
+
+
+def _batches_in_workers(ds, plan, seeds, charset, transform, workers) -> Iterator[Batch]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vhrdata.store.writer import _mp_context
+
+    chars = charset.chars if charset is not None else None
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=_mp_context(), initializer=_init_batch_worker,
+        initargs=(ds, chars, transform),
+    )
+    try:
+        pending: deque = deque()
+        jobs = iter(zip(plan, seeds))
+        for idx, s in jobs:
+            pending.append(pool.submit(_worker_batch, idx, s))
+            if len(pending) >= 2 * workers:
+                break
+        for idx, s in jobs:
+            batch = pending.popleft().result()
+            pending.append(pool.submit(_worker_batch, idx, s))
+            yield batch
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
