@@ -8,7 +8,7 @@ Example:
     ...     ...
 """
 
-from vhrdata.store.layout import SCHEMA_VERSION, ctc_frames_needed, decode_record, encode_record
+from vhrdata.store.layout import SCHEMA_VERSION, ctc_frames_needed, decode_record, encode_record, is_store
 from vhrdata.store.reader import Batch, LabelEncoder, Sample, SplitDataset, Store, open_store
 from vhrdata.store.verify import VerifyReport, verify_store
 from vhrdata.store.writer import BuildResult, ShardWriter, build_store
@@ -27,6 +27,7 @@ __all__ = [
     "ctc_frames_needed",
     "decode_record",
     "encode_record",
+    "is_store",
     "open_store",
     "verify_store",
 ]

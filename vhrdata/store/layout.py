@@ -135,6 +135,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def is_store(path: str | Path) -> bool:
+    """True when `path` holds a vhr store index (of any schema version; `open_store` checks more)."""
+    index_path = Path(path) / INDEX_FILE
+    if not index_path.is_file():
+        return False
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_index(store: str | Path) -> dict[str, Any]:
     """Read and check STORE/index.json: format name and schema version."""
     store = Path(store)
