@@ -20,6 +20,7 @@ demo: $(STAMP)
 	@bash scripts/demo.sh "$(DEMO_DIR)"
 
 test: $(STAMP)
+	@bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-real: $(STAMP)
