@@ -32,17 +32,19 @@ fi
 
 echo "ensure_chromium: installing Debian's chromium package (apt-get)..."
 export DEBIAN_FRONTEND=noninteractive
+LOG="$(mktemp "${TMPDIR:-/tmp}/ensure_chromium.XXXXXX.log")"
 # The package lists may be missing on a fresh image; a failed update still lets a cached list work.
-if ! $SUDO apt-get install -y -q --no-install-recommends chromium >/tmp/ensure_chromium.log 2>&1; then
-    $SUDO apt-get update -q >>/tmp/ensure_chromium.log 2>&1 || true
-    if ! $SUDO apt-get install -y -q --no-install-recommends chromium >>/tmp/ensure_chromium.log 2>&1; then
+if ! $SUDO apt-get install -y -q --no-install-recommends chromium >"$LOG" 2>&1; then
+    $SUDO apt-get update -q >>"$LOG" 2>&1 || true
+    if ! $SUDO apt-get install -y -q --no-install-recommends chromium >>"$LOG" 2>&1; then
         echo "ensure_chromium: apt-get could not install chromium (no network or no such package?); browser tests will skip."
-        echo "ensure_chromium: last lines of /tmp/ensure_chromium.log:"
-        tail -n 5 /tmp/ensure_chromium.log | sed 's/^/    /'
+        echo "ensure_chromium: last lines of $LOG:"
+        tail -n 5 "$LOG" | sed 's/^/    /'
         exit 0
     fi
 fi
 if have_chromium; then
+    rm -f "$LOG"
     echo "ensure_chromium: installed $(chromium --version 2>/dev/null || true)"
 else
     echo "ensure_chromium: apt-get finished but no chromium binary is on PATH; browser tests will skip"
