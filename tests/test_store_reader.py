@@ -1,0 +1,195 @@
+"""Store reader: open checks, random access, batches, bucketing, sharding, transforms, Keras and tf.data."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vhrdata.charset import Charset
+from vhrdata.errors import StoreError, UnknownCharacterError
+from vhrdata.preprocess import PAD_VALUE, PreprocessSettings
+from vhrdata.store import Batch, build_store, open_store
+from vhrdata.store.layout import INDEX_FILE, SHARD_META_FILE
+from vhrdata.store.toy_records import write_toy_records
+
+SETTINGS = PreprocessSettings(height=16, max_width=400)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("reader")
+    # Widths from 20 to 400 px (at height 16): bucketing has something to gain.
+    write_toy_records(base / "records", n=120, heights=(16, 20), widths=(20, 400), seed=5,
+                      splits=(("train", 0.75), ("val", 0.25)))
+    build_store(base / "records", base / "store", SETTINGS, workers=0, shards=3)
+    return base / "store"
+
+
+@pytest.fixture
+def train(store_path):
+    return open_store(store_path).split("train")
+
+
+def test_random_access_matches_iteration(train):
+    samples = list(train)
+    assert len(samples) == len(train) > 60
+    for i in (0, 1, len(train) // 2, len(train) - 1):
+        assert train[i].id == samples[i].id
+        np.testing.assert_array_equal(train[i].image, samples[i].image)
+    assert train[-1].id == samples[-1].id
+    with pytest.raises(IndexError):
+        train[len(train)]
+    assert all(s.image.shape[0] == 16 for s in samples)
+
+
+def test_an_epoch_of_batches_covers_every_record_once(train):
+    charset = open_store(train.store.path).charset()
+    ids = []
+    for b in train.batches(batch_size=8, seed=3):
+        assert isinstance(b, Batch) and b.images.dtype == np.uint8 and b.labels.dtype == np.int32
+        assert b.images.shape[1] == 16 and b.images.shape[2] == b.widths.max()
+        for j in range(len(b)):
+            w = b.widths[j]
+            np.testing.assert_array_equal(b.images[j, :, :w], train[int(b.indices[j])].image)
+            assert (b.images[j, :, w:] == PAD_VALUE).all()
+            n = b.label_lengths[j]
+            assert charset.decode(b.labels[j, :n]) == b.texts[j] and (b.labels[j, n:] == 0).all()
+            assert n == len(b.texts[j]) and b.labels[j, :n].min() >= 1
+        ids += b.ids
+    assert sorted(ids) == sorted(s.id for s in train)
+
+
+def test_shuffle_is_deterministic_per_seed_and_epoch(train):
+    def order(**kw):
+        return np.concatenate(train.batch_plan(8, **kw)).tolist()
+
+    assert order(seed=1, epoch=0) == order(seed=1, epoch=0)
+    assert order(seed=1, epoch=0) != order(seed=1, epoch=1)
+    assert order(seed=1, epoch=0) != order(seed=2, epoch=0)
+    assert order(shuffle=False, bucket_window=0) == list(range(len(train)))
+
+
+def test_drop_remainder_and_num_batches(train):
+    n = len(train)
+    assert train.num_batches(7) == -(-n // 7)
+    plan = train.batch_plan(7, drop_remainder=True)
+    assert len(plan) == n // 7 and all(len(b) == 7 for b in plan)
+
+
+def mean_padding(ds, **kwargs) -> float:
+    batches = list(ds.batches(batch_size=8, seed=0, **kwargs))
+    return float(np.mean([b.padding_fraction() for b in batches]))
+
+
+def test_width_bucketing_reduces_padding(train):
+    plain = mean_padding(train, bucket_window=0)
+    bucketed = mean_padding(train, bucket_window=64)
+    # Widths spread over 20..400 px: random batches pad roughly half their pixels; sorting
+    # inside 64-record windows leaves neighbours of similar width.
+    assert plain > 0.3
+    assert bucketed < plain / 2, f"bucketing cut padding only from {plain:.3f} to {bucketed:.3f}"
+
+
+def test_shards_split_the_data_between_hosts(train):
+    n = len(train)
+    parts = [np.concatenate(train.batch_plan(4, seed=7, shard_index=k, num_shards=3)) for k in range(3)]
+    assert len({len(p) for p in parts}) == 1 and len(parts[0]) == n // 3
+    flat = np.concatenate(parts)
+    assert len(set(flat.tolist())) == len(flat)  # disjoint
+    unshuffled = [np.concatenate(train.batch_plan(4, shuffle=False, shard_index=k, num_shards=3)) for k in range(3)]
+    assert sorted(np.concatenate(unshuffled).tolist()) == list(range(n))  # evaluation sees every record
+    with pytest.raises(ValueError, match="shard_index"):
+        train.batch_plan(4, shard_index=3, num_shards=3)
+
+
+def test_a_given_charset_encodes_the_labels(train):
+    alphabet = open_store(train.store.path).alphabet
+    reverse = Charset(alphabet[::-1])
+    b = next(train.batches(batch_size=4, charset=reverse))
+    for j in range(len(b)):
+        assert reverse.decode(b.labels[j, : b.label_lengths[j]]) == b.texts[j]
+    with pytest.raises(UnknownCharacterError, match="outside the charset"):
+        next(train.batches(batch_size=64, charset=Charset(alphabet[1:])))
+
+
+def flip_left_right(batch: Batch, rng: np.random.Generator) -> Batch:
+    """A toy augmentation: mirror every image inside its real width, and say which rng draw was used."""
+    images = batch.images.copy()
+    for j, w in enumerate(batch.widths):
+        images[j, :, :w] = images[j, :, :w][:, ::-1]
+    batch.images = images
+    batch.ids = [f"{i}#{rng.integers(1 << 30)}" for i in batch.ids]
+    return batch
+
+
+def test_transform_runs_in_worker_processes_with_the_same_result(train):
+    local = list(train.batches(batch_size=16, seed=2, transform=flip_left_right))
+    pooled = list(train.batches(batch_size=16, seed=2, transform=flip_left_right, workers=2))
+    assert len(local) == len(pooled) == train.num_batches(16)
+    for a, b in zip(local, pooled):
+        np.testing.assert_array_equal(a.images, b.images)
+        assert a.ids == b.ids
+    first = local[0]
+    j = 0
+    raw = train[int(first.indices[j])].image
+    np.testing.assert_array_equal(first.images[j, :, : first.widths[j]], raw[:, ::-1])
+
+
+def test_datasets_pickle_for_worker_processes(train):
+    copy = pickle.loads(pickle.dumps(train))
+    assert copy[3].id == train[3].id and len(copy) == len(train)
+
+
+def test_open_store_refuses_foreign_stale_and_edited_stores(store_path, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(store_path, bad)
+    index = json.loads((bad / INDEX_FILE).read_text())
+
+    def write(d):
+        (bad / INDEX_FILE).write_text(json.dumps(d))
+
+    write({**index, "schema_version": 99})
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_store(bad)
+    write({**index, "format": "something-else"})
+    with pytest.raises(StoreError, match="not a vhr store"):
+        open_store(bad)
+    write({**index, "settings": {**index["settings"], "height": 17}})
+    with pytest.raises(StoreError, match="do not match their hash"):
+        open_store(bad)
+    write(index)
+    meta_path = bad / "val" / "shard-00001-of-00003.lmdb" / SHARD_META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "sha256": "0" * 64}))
+    with pytest.raises(StoreError, match="val/shard-00001-of-00003.lmdb does not match index.json"):
+        open_store(bad)
+    with pytest.raises(StoreError, match="no 'test' split"):
+        open_store(store_path).split("test")
+
+
+def test_keras_and_tf_data_adapters_yield_the_same_batches(train):
+    kwargs = dict(seed=4, transform=flip_left_right)
+    pyds = train.keras_dataset(16, **kwargs)
+    tfds = train.tf_dataset(16, **kwargs)
+    import keras
+
+    assert isinstance(pyds, keras.utils.PyDataset) and len(pyds) == train.num_batches(16)
+    tf_epochs = [list(tfds.as_numpy_iterator()) for _ in range(2)]  # each pass is the next epoch
+    for epoch in range(2):
+        py_batches = [pyds[i] for i in range(len(pyds))]
+        direct = list(train.batches(16, epoch=epoch, **kwargs))
+        assert len(py_batches) == len(tf_epochs[epoch]) == len(direct)
+        for (px, py), (tx, ty), d in zip(py_batches, tf_epochs[epoch], direct):
+            assert px.dtype == tx.dtype == np.uint8 and py.dtype == ty.dtype == np.int32
+            assert px.shape == (len(d), 16, d.images.shape[2], 1)
+            np.testing.assert_array_equal(px, tx)
+            np.testing.assert_array_equal(py, ty)
+            np.testing.assert_array_equal(px[..., 0], d.images)
+        pyds.on_epoch_end()
+    assert not np.array_equal(tf_epochs[0][0][0], tf_epochs[1][0][0])
