@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import unicodedata
@@ -23,8 +24,7 @@ from vhrdata.records import write_records
 from vhrdata.stats import (
     compute_stats,
     detect_input,
-    padding_waste,
-    preprocessed_width,
+    padding_fraction,
     records_stats,
     render_html,
     render_markdown,
@@ -140,24 +140,11 @@ def test_histogram_edges_keep_every_value(values, integer):
     assert np.histogram(v, bins=edges)[0].sum() == len(v)
 
 
-def test_padding_waste():
-    assert padding_waste([100] * 10, 4) == 0.0
-    assert padding_waste([1, 3], 2) == pytest.approx(1 - 4 / 6)
-    widths = np.random.default_rng(0).integers(100, 2000, 500)
-    shuffled = padding_waste(widths, 32)
-    windowed = padding_waste(widths, 32, bucket_window=4)
-    fully_sorted = padding_waste(widths, 32, bucket_window=0)
-    assert 0 <= fully_sorted < windowed < shuffled < 1
-    assert padding_waste([], 8) == 0.0
-    with pytest.raises(ValueError, match="batch_size"):
-        padding_waste([1, 2], 0)
-
-
-def test_preprocessed_width():
-    assert preprocessed_width(1800, 100, 64) == 1152
-    assert preprocessed_width(9000, 100, 64, max_width=2048) == 2048
-    with pytest.raises(ValueError, match="height"):
-        preprocessed_width(10, 0)
+def test_padding_fraction():
+    widths = np.array([1, 3, 2, 2])
+    assert padding_fraction(widths, [np.array([0, 1]), np.array([2, 3])]) == pytest.approx(1 - 8 / 10)
+    assert padding_fraction(widths, [np.array([2, 3]), np.array([0])]) == 0.0
+    assert padding_fraction(widths, []) == 0.0
 
 
 # ---------------------------------------------------------------- report content
@@ -283,7 +270,7 @@ def test_samples_are_thumbnails_of_the_chosen_records(records_dir):
     for split, entries in samples.items():
         for e in entries:
             assert by_id[e["id"]] == (split, e["text"])
-            png = Image.open(__import__("io").BytesIO(report.thumbnails[e["thumbnail"]]))
+            png = Image.open(io.BytesIO(report.thumbnails[e["thumbnail"]]))
             assert png.width <= 40 and png.mode == "L"
     again = compute_stats(records_dir, samples_per_split=2, thumbnail_width=40, seed=3)
     assert again.data["samples"] == samples
@@ -384,6 +371,75 @@ def test_cli_stats_refuses_a_folder_without_records(tmp_path):
     res = CliRunner().invoke(main, ["stats", str(tmp_path), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1
     assert "records.parquet" in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------- stores
+
+# Line 0 is 60×12 px: 160 px wide at height 32, 40 CTC frames at downsample 4, too few for this label.
+STORE_LINES = [("w1", "train", "Hà Nội, " * 7)] + LINES[1:]
+
+
+def build_test_store(tmp_path: Path) -> tuple[Path, Path]:
+    from vhrdata.preprocess import PreprocessSettings
+    from vhrdata.store import build_store
+
+    rec = tmp_path / "records"
+    make_records(rec, STORE_LINES)
+    store = tmp_path / "store"
+    build_store(rec, store, PreprocessSettings(height=32), downsample=4, workers=0)
+    return rec, store
+
+
+def test_store_report(tmp_path):
+    from vhrdata.store import open_store
+
+    rec, store_dir = build_test_store(tmp_path)
+    assert detect_input(store_dir) == "store"
+    report = compute_stats(store_dir, batch_sizes=(2, 4), samples_per_split=1)
+    data = report.data
+    assert data["input"]["kind"] == "store" and data["input"]["records"] == str(rec.resolve())
+    # The report describes the stored lines: the infeasible one is gone, and counted as quarantined.
+    assert data["counts"]["by_split"] == {"train": 5, "val": 2, "test": 1}
+    assert data["image_sizes"]["width"]["summary"]["all"]["n"] == len(STORE_LINES) - 1
+    st = data["store"]
+    ctc = st["ctc"]["by_split"]
+    assert (ctc["train"]["lines"], ctc["train"]["feasible"], ctc["train"]["infeasible"]) == (6, 5, 1)
+    assert ctc["val"]["infeasible"] == 0 and ctc["val"]["min_slack"] >= 0
+    assert [e["id"] for e in st["ctc"]["examples"]] == ["line0"]
+    assert data["quarantine"]["by_stage"] == {"ingest": 0, "store": 1}
+    assert data["quarantine"]["by_reason"] == {"ctc_infeasible": 1}
+    opened = open_store(store_dir)
+    assert st["widths"]["summary"]["val"]["max"] == int(opened.split("val").widths.max())
+    for split, by_bs in st["padding"]["by_split"].items():
+        assert set(by_bs) == {"2", "4"}
+        assert all(0 <= v[k] < 1 for v in by_bs.values() for k in ("shuffled", "bucketed"))
+    assert st["padding"]["by_split"]["train"]["2"]["shuffled"] > 0  # the stored widths differ
+    # Thumbnails show what the model sees: preprocessed, 32 px high.
+    png = report.thumbnails[data["samples"]["train"][0]["thumbnail"]]
+    assert Image.open(io.BytesIO(png)).height == 32
+    html = render_html(report)
+    assert "CTC feasibility" in html and "Padding per batch" in html
+
+
+def test_store_without_its_records_folder(tmp_path):
+    import shutil
+
+    rec, store_dir = build_test_store(tmp_path)
+    shutil.rmtree(rec)
+    data = compute_stats(store_dir, samples_per_split=1).data
+    assert data["input"]["records"] is None and "store alone" in data["input"]["records_note"]
+    assert data["counts"]["total"] == len(STORE_LINES) - 1
+    assert data["image_sizes"]["height"]["summary"]["all"]["max"] == 32
+    assert data["vietnamese"]["tone_placement_source"] == "text"
+    assert data["leakage"] is None and "lack the columns" in render_markdown(compute_stats(store_dir))
+
+
+def test_cli_stats_on_a_store(tmp_path):
+    _, store_dir = build_test_store(tmp_path)
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(main, ["stats", str(store_dir), "--out", str(out), "--batch-sizes", "2,4"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["store"]["downsample"] == 4
 
 
 # ---------------------------------------------------------------- real lines

@@ -15,19 +15,19 @@ from vhrdata.stats.compute import (
     thumbnail_png,
 )
 from vhrdata.stats.render import render_html, render_markdown, write_report
-from vhrdata.stats.store import padding_waste, preprocessed_width
+from vhrdata.stats.store import padding_fraction, store_stats
 
 __all__ = [
     "REPORT_SCHEMA_VERSION",
     "DatasetReport",
     "compute_stats",
     "detect_input",
-    "padding_waste",
-    "preprocessed_width",
+    "padding_fraction",
     "quarantine_summary",
     "records_stats",
     "render_html",
     "render_markdown",
+    "store_stats",
     "thumbnail_png",
     "write_report",
 ]

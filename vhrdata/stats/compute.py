@@ -430,7 +430,7 @@ def _split_and_leakage(df: pd.DataFrame, directory: Path | None) -> tuple[dict |
     if split is not None:
         split = dict(split)
         leakage = split.pop("leakage", None)
-    if leakage is None and "split" in df.columns:
+    if leakage is None and {"split", "writer", "sha1", "text"} <= set(df.columns):
         try:
             from vhrdata.split import check_leakage
         except ImportError:  # split stage not installed in this checkout

@@ -127,6 +127,8 @@ def build_blocks(data: dict[str, Any]) -> list:
     inp = data.get("input", {})
     b.append(("h", 1, "Dataset statistics"))
     b.append(("p", f"Input: {inp.get('path', '?')} ({inp.get('kind', '?')}); {data.get('generated_by', '')}."))
+    if inp.get("records_note"):
+        b.append(("p", f"Lines: {inp['records_note']}."))
 
     # Overview
     b.append(("h", 2, "Counts"))
@@ -164,7 +166,10 @@ def build_blocks(data: dict[str, Any]) -> list:
 
     # Image sizes
     b.append(("h", 2, "Image sizes"))
-    b.append(("p", "Original image files, from the records' width and height columns."))
+    if inp.get("kind") == "store" and not inp.get("records"):
+        b.append(("p", "Preprocessed images (the store holds no original sizes)."))
+    else:
+        b.append(("p", "Original image files, from the records' width and height columns."))
     for key, label in (("width", "width (px)"), ("height", "height (px)"), ("aspect", "aspect (w/h)")):
         b.append(_dist_row(data["image_sizes"][key], label, f"image_{key}.png", f"Image {label}"))
 
@@ -194,15 +199,15 @@ def build_blocks(data: dict[str, Any]) -> list:
     for g, t in viet["tones"].items():
         n = sum(t.values())
         rows.append([g, n] + [f"{t.get(c, 0):,} ({_pct(t.get(c, 0), n)})" for c in tone_cols])
-    b.append(("table", ["split", "syllables"] + tone_cols, rows))
-    b.append(("img", "tones.png", "Tone distribution per split"))
+    b.append(("row", [("table", ["split", "syllables"] + tone_cols, rows),
+                      ("img", "tones.png", "Tone distribution per split")]))
     rows = []
     for g, t in viet["vowel_diacritics"].items():
         n = sum(t.values())
         rows.append([g, n] + [f"{v:,} ({_pct(v, n)})" for v in t.values()])
     dcols = list(next(iter(viet["vowel_diacritics"].values())).keys())
-    b.append(("table", ["split", "letters"] + dcols, rows))
-    b.append(("img", "vowel_diacritics.png", "Vowel diacritic distribution per split"))
+    b.append(("row", [("table", ["split", "letters"] + dcols, rows),
+                      ("img", "vowel_diacritics.png", "Vowel diacritic distribution per split")]))
     tp = viet["tone_placement"]
     b.append(("h", 3, "Tone placement style"))
     b.append(("p", f"Open syllables oa, oe, uy in the {viet['tone_placement_source']} labels: "
@@ -240,6 +245,8 @@ def build_blocks(data: dict[str, Any]) -> list:
     if ic:
         b.append(("p", f"Ingest read {_fmt(ic.get('in'))} items, kept {_fmt(ic.get('kept'))}, "
                        f"quarantined {_fmt(ic.get('quarantined'))}."))
+    if q.get("by_stage"):
+        b.append(("p", "Quarantined by stage: " + ", ".join(f"{k} {v:,}" for k, v in q["by_stage"].items()) + "."))
     if q["total"]:
         b.append(("table", ["reason", "items", "examples"],
                   [[r, n, "; ".join(f"{e.get('id', '?')}: {e.get('message', '')}" for e in q["examples"].get(r, []))]
@@ -254,8 +261,11 @@ def build_blocks(data: dict[str, Any]) -> list:
         b.append(("table", ["split setting", "value"], [[k, _fmt(v)] for k, v in data["split"].items()]))
     if data.get("leakage") is not None:
         b += _leakage_blocks(data["leakage"])
-    else:
+    elif not splits:
         b.append(("p", "No leakage report: the records are not split."))
+    else:
+        b.append(("p", "No leakage report: split.json is missing and the records lack the columns "
+                       "(writer, sha1) the check needs."))
 
     # Samples
     b.append(("h", 2, "Samples"))
@@ -285,7 +295,11 @@ def _leakage_blocks(leak: dict) -> list:
 
 def _store_blocks(store: dict) -> list:
     b: list = [("h", 2, "Store: preprocessed widths and padding")]
-    b.append(("p", f"Store settings: {_fmt(store.get('settings'))}."))
+    b.append(("p", f"Store {store['path']}; preprocessing: {_fmt(store.get('settings'))}; "
+                   f"model downsampling {store['downsample']}."))
+    b.append(("table", ["split", "lines in", "stored", "quarantined", f"squeezed to {store['max_width']} px"],
+              [[sp, c.get("in"), c.get("count"), c.get("quarantined"), c.get("capped")]
+               for sp, c in store["counts"].items()]))
     b.append(_dist_row(store["widths"], "width after preprocessing", "store_width.png",
                        "Image width after preprocessing"))
     pad = store.get("padding")
@@ -295,8 +309,8 @@ def _store_blocks(store: dict) -> list:
         for split, by_bs in pad["by_split"].items():
             for bs, v in by_bs.items():
                 rows.append([split, bs, f"{100 * v['shuffled']:.1f}%", f"{100 * v['bucketed']:.1f}%"])
-        b.append(("table", ["split", "batch size", "shuffled", "width-bucketed"], rows))
-        b.append(("img", "store_padding.png", "Padding per batch"))
+        b.append(("row", [("table", ["split", "batch size", "shuffled", "width-bucketed"], rows),
+                          ("img", "store_padding.png", "Padding per batch")]))
     return b
 
 
@@ -306,9 +320,10 @@ def _ctc_blocks(store: dict) -> list:
         return []
     b: list = [("h", 2, "CTC feasibility")]
     b.append(("p", ctc.get("note", "")))
-    b.append(("table", ["split", "lines", "feasible", "infeasible (quarantined)", "min slack", "p5 slack"],
-              [[s, v["lines"], v["feasible"], v["infeasible"], v.get("min_slack"), v.get("p5_slack")]
-               for s, v in ctc["by_split"].items()]))
+    b.append(("table", ["split", "lines", "feasible (stored)", "infeasible (quarantined)", "min slack (frames)",
+                        "p5 slack", "median frames / needed"],
+              [[s, v["lines"], v["feasible"], v["infeasible"], v.get("min_slack"), v.get("p5_slack"),
+                v.get("median_frames_per_needed")] for s, v in ctc["by_split"].items()]))
     if ctc.get("examples"):
         b.append(("table", ["infeasible id", "message"], [[e.get("id"), e.get("message")] for e in ctc["examples"]]))
     return b
