@@ -90,12 +90,20 @@ def test_probe_catches_broken_images_and_console_errors(tmp_path):
     assert any("boom" in line for line in console)
 
 
-def test_report_html_loads_cleanly_and_shows_every_image(tmp_path):
+@pytest.mark.parametrize("kind", ["records", "store"])
+def test_report_html_loads_cleanly_and_shows_every_image(tmp_path, kind):
     d = tmp_path / "records"
     make_records(d)
     write_quarantine([QuarantineItem(reason="empty_label", message="label is empty", id="x1")],
                      d / "quarantine.jsonl")
+    if kind == "store":
+        from vhrdata.preprocess import PreprocessSettings
+        from vhrdata.store import build_store
+
+        build_store(d, tmp_path / "store", PreprocessSettings(height=32), workers=0)
+        d = tmp_path / "store"
     report = compute_stats(d, samples_per_split=2)
+    assert report.data["input"]["kind"] == kind
     out = tmp_path / "report"
     write_report(report, out, formats=("html",))
     probe, console = load_in_chromium(out / "report.html", tmp_path)
