@@ -388,8 +388,8 @@ def _coverage(df: pd.DataFrame, groups: dict, per_group: dict[str, Counter], min
     out["never_in_train"] = sum(1 for c in out["chars"] if c["train"] == 0)
     out["rare_in_train"] = len(out["chars"]) - out["never_in_train"]
     affected = set()
+    gap_set = set(gaps)
     for g in eval_splits:
-        gap_set = {c["char"] for c in out["chars"]}
         for i in groups[g]:
             if gap_set.intersection(texts.iat[i]):
                 affected.add(i)

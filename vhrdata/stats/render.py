@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from vhrdata.errors import OutputNotWritable
 from vhrdata.stats import plots
-from vhrdata.stats.compute import ALL, DatasetReport
+from vhrdata.stats.compute import DatasetReport
 from vhrdata.text import TONE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -446,8 +446,9 @@ def render_html(report: DatasetReport, plot_pngs: dict[str, tuple[bytes, str]] |
     body = walk(blocks)
     h2s = [blk[2] for blk in blocks if blk[0] == "h" and blk[1] == 2]
     nav = "<nav>" + "".join(f'<a href="#{anchor(t)}">{esc(t)}</a>' for t in h2s) + "</nav>"
-    # The nav goes right after the title (body[0] is the h1, body[1] the input line).
-    body = body[:2] + [nav] + body[2:]
+    # The nav goes right before the first section.
+    first = next((i for i, line in enumerate(body) if line.startswith("<h2")), len(body))
+    body = body[:first] + [nav] + body[first:]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<title>vhr dataset statistics</title>"
