@@ -47,6 +47,10 @@ def stats_cmd(src, out, samples, min_train_count, batch_sizes, seed, formats):
     Example:
 
         vhrdata stats work/cinnamon --out work/cinnamon/report
+
+    For a store (adds preprocessed widths, padding per batch size and CTC feasibility):
+
+        vhrdata stats work/cinnamon-store --out work/cinnamon-report --batch-sizes 16,64
     """
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
     bad = sorted(set(fmts) - {"json", "md", "html"})
