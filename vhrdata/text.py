@@ -7,7 +7,8 @@ syllables oa, oe, uy: the "old" style puts the tone on the first vowel (hòa, th
 second (hoà, thuỷ). A recogniser must see one form of each word, so `clean_text` unifies both.
 
 Default tone style: "new". In the 1,500 real Cinnamon lines, open-syllable oa/oe/uy words carry the tone
-on the second vowel 186 times and on the first 114 times (qu- words, whose u belongs to the consonant, not counted); `vhrdata stats` reports the count for any dataset.
+on the second vowel 186 times and on the first 114 times (qu- words, whose u belongs to the consonant, are
+not counted); `vhrdata stats` reports the count for any dataset.
 """
 
 from __future__ import annotations
