@@ -193,3 +193,33 @@ def test_keras_and_tf_data_adapters_yield_the_same_batches(train):
             np.testing.assert_array_equal(px[..., 0], d.images)
         pyds.on_epoch_end()
     assert not np.array_equal(tf_epochs[0][0][0], tf_epochs[1][0][0])
+
+
+def test_batches_kept_by_the_caller_are_never_overwritten(train):
+    # The reader recycles batch buffers; one still referenced (whole, or as a view) must stay intact.
+    kept = list(train.batches(batch_size=8, seed=1))
+    views = [b.images[..., None] for b in train.batches(batch_size=8, seed=2)]
+    for b in kept:
+        for j in range(len(b)):
+            np.testing.assert_array_equal(b.images[j, :, : b.widths[j]], train[int(b.indices[j])].image)
+    for v, idx in zip(views, train.batch_plan(8, seed=2)):
+        for j, i in enumerate(idx):
+            img = train[int(i)].image
+            np.testing.assert_array_equal(v[j, :, : img.shape[1], 0], img)
+
+
+def test_buffer_pool_reuses_only_free_buffers():
+    from vhrdata.store.reader import BufferPool
+
+    pool = BufferPool(keep=2)
+    a = pool.take((2, 3, 4))
+    b = pool.take((2, 3, 4))
+    assert not np.shares_memory(a, b) and a.ctypes.data % 64 == 0
+    a_addr = a.ctypes.data
+    held = b[..., None]
+    del a, b
+    c = pool.take((2, 3, 4))
+    assert c.ctypes.data == a_addr  # the free one came back
+    assert not np.shares_memory(c, held)
+    d = pool.take((2, 3, 4))  # both pooled buffers are taken: a fresh, unpooled array
+    assert not np.shares_memory(d, held) and not np.shares_memory(d, c)
