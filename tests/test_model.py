@@ -121,3 +121,16 @@ def test_saved_model_reloads_and_predicts_identically(tmp_path):
     assert restored.charset.chars == "abcdè"
     assert restored.preprocessing == {"height": 32, "max_width": 2048}
     np.testing.assert_array_equal(restored.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
+def test_strided_block_on_few_channels_trains():
+    # A strided 1x1 shortcut on < 16 channels corrupted memory in TF 2.21's oneDNN backward pass
+    # at this size; the ResNet-D shortcut (average pool, then 1x1 conv) must not.
+    inputs = keras.Input((32, None, 8))
+    model = keras.Model(inputs, ResidualBlock(16, strides=2)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 600, 8), dtype=np.float32)
+    y = rng.random((16, 16, 300, 16), dtype=np.float32)
+    losses = [float(model.train_on_batch(x, y)) for _ in range(3)]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
