@@ -384,3 +384,27 @@ def test_cli_fan_out_options(records, tmp_path):
         assert res.exit_code == 0, res.output
     assert "still missing" not in res.output and "wrote" in res.output
     assert verify_store(store).ok
+
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cinnamon-0916"
+
+
+@pytest.mark.real
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_DATA / "labels.json").is_file(),
+                    reason=f"real Cinnamon lines not found at {REAL_DATA} (only present inside the vhr workplace)")
+def test_real_lines_build_and_verify(tmp_path):
+    from vhrdata.ingest import ingest
+    from vhrdata.split import split_records
+
+    ingest(REAL_DATA, tmp_path / "records")
+    split_records(tmp_path / "records", ratios=(0.9, 0.1, 0.0), group="image")
+    df = read_records(tmp_path / "records", require_split=True)
+    result = build_store(tmp_path / "records", tmp_path / "store")
+    counts = result.index["counts"]
+    assert counts["in"] == len(df) == counts["stored"] + counts["quarantined"]
+    for name, info in result.index["splits"].items():
+        assert info["in"] == int((df["split"] == name).sum())
+    report = verify_store(tmp_path / "store")
+    assert report.ok, report.faults
+    assert report.records == counts["stored"]
