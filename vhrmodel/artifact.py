@@ -104,6 +104,9 @@ def load_model(path: str | Path, compile: bool = False):
     import vhrmodel.losses  # noqa: F401  (registers CTCLoss for compiled models)
     import vhrmodel.model  # noqa: F401  (registers the model classes)
 
+    if compile:
+        import vhrmodel.train  # noqa: F401  (registers FramesCTCLoss, the training loss)
+
     path = Path(path)
     read_model_info(path)
     try:

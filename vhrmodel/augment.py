@@ -277,19 +277,20 @@ def augment_batch(
 
 
 class BatchAugmenter:
-    """Picklable per-batch augmentation for the store reader's `transform` hook.
+    """Picklable per-batch augmentation: `transform(batch, rng) -> batch` for the store reader.
 
-    Deterministic per seed: the random stream of a batch is derived from `seed`, the epoch and the
-    ids of the batch's samples, so the same batch gets the same augmentation whichever worker
-    process handles it, and a different one in the next epoch.
+    The store reader calls it in its worker processes with a generator seeded by (seed, epoch,
+    shard, batch number), so results are deterministic per seed whatever the number of workers.
+    Called without `rng`, it derives one from its own `seed`, the epoch (`set_epoch`) and the ids
+    of the batch's lines.
 
     Args:
         config: the augmentation settings.
-        seed: base seed.
+        seed: base seed, used only when the caller passes no `rng`.
 
     Example:
         >>> aug = BatchAugmenter(AugmentConfig(), seed=0)
-        >>> # store.split("train").batches(32, transform=aug)  or  aug(images, widths)
+        >>> # store.split("train").batches(32, transform=aug, workers=2)
     """
 
     def __init__(self, config: AugmentConfig | None = None, seed: int = 0):
@@ -297,30 +298,33 @@ class BatchAugmenter:
         self.seed = int(seed)
         self.epoch = 0
 
+    def __repr__(self) -> str:
+        return f"BatchAugmenter({self.config!r}, seed={self.seed})"
+
     def set_epoch(self, epoch: int) -> None:
-        """Start a new epoch (changes every batch's random stream)."""
+        """Start a new epoch (changes every batch's own random stream)."""
         self.epoch = int(epoch)
 
-    def rng_for(self, ids: Sequence[str] | None = None, salt: int = 0) -> np.random.Generator:
+    def rng_for(self, ids: Sequence[str] | None = None) -> np.random.Generator:
+        """The generator used when the caller passes none: from seed, epoch and the batch's ids."""
         key = zlib.crc32("\x1f".join(map(str, ids or ())).encode("utf-8"))
-        return np.random.default_rng([self.seed, self.epoch, key, int(salt)])
+        return np.random.default_rng([self.seed, self.epoch, key])
 
-    def __call__(self, batch: Any, widths: np.ndarray | None = None, rng: np.random.Generator | None = None):
-        """Augment a batch.
+    def __call__(self, batch: Any, rng: np.random.Generator | None = None):
+        """Augment a batch-like object (`images`, `widths`, optional `labels`, `ids`).
 
-        Accepts either a store `Batch`-like object (attributes `images`, `widths` and optionally
-        `labels`, `ids`), returning a copy of it with new images and widths, or plain arrays
-        `(images, widths)`, returning `(images, widths)`.
+        Returns a copy with new images and widths; the input batch is left as it was.
         """
-        if widths is not None:
-            return augment_batch(batch, widths, rng or self.rng_for(salt=len(widths)), self.config)
-        ids = getattr(batch, "ids", None)
+        if rng is None:
+            rng = self.rng_for(getattr(batch, "ids", None))
         labels = getattr(batch, "labels", None)
-        rng = rng or self.rng_for(ids)
-        images, new_widths = augment_batch(batch.images, batch.widths, rng, self.config, labels=labels)
+        images, widths = augment_batch(batch.images, batch.widths, rng, self.config, labels=labels)
         if dataclasses.is_dataclass(batch):
-            return dataclasses.replace(batch, images=images, widths=new_widths)
+            return dataclasses.replace(batch, images=images, widths=widths)
         if hasattr(batch, "_replace"):
-            return batch._replace(images=images, widths=new_widths)
-        batch.images, batch.widths = images, new_widths
-        return batch
+            return batch._replace(images=images, widths=widths)
+        raise TypeError(f"cannot rebuild a batch of type {type(batch).__name__}; pass a dataclass or NamedTuple")
+
+    def augment_arrays(self, images: np.ndarray, widths: np.ndarray, rng: np.random.Generator | None = None):
+        """Augment plain arrays; returns (images, widths)."""
+        return augment_batch(images, widths, rng if rng is not None else self.rng_for(), self.config)

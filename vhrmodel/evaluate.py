@@ -28,6 +28,7 @@ from vhrdata.errors import StoreError
 from vhrmodel.artifact import load_model, model_charset, model_settings
 from vhrmodel.metrics import edit_distance, evaluate_texts
 from vhrmodel.predict import Recognizer
+from vhrmodel.train import split_counts
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,14 @@ def evaluate(
             f"store {store_path} was preprocessed differently from the model's training data "
             f"({'; '.join(settings.diff(store.settings))}); rebuild the store with the model's settings"
         )
-    counts = dict(store.splits)
+    counts = split_counts(store)
     if not counts.get(split):
         raise StoreError(f"store {store_path} has no {split!r} lines (splits: {counts}); choose another --split")
     charset = model_charset(model)
     recognizer = Recognizer(model, decoder=decoder, beam_width=beam_width, lm=lm)
     ds = store.split(split)
+    # Batches carry no writer; one scan of the split maps ids to writers for per-writer CER.
+    writer_of = {sample.id: sample.writer for sample in ds}
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +112,7 @@ def evaluate(
             t2 = time.perf_counter()
             model_seconds += t1 - t0
             decode_seconds += t2 - t1
-            batch_writers = list(getattr(b, "writers", None) or [None] * len(texts))
+            batch_writers = [writer_of.get(i) for i in b.ids]
             for i, (ref, hyp, conf) in enumerate(zip(b.texts, texts, confs)):
                 errors = edit_distance(ref, hyp)
                 line = {

@@ -8,6 +8,10 @@ Two input paths feed the same loop:
   preprocessed every epoch with `vhrdata.preprocess.preprocess_image`, the function the store
   was built with. It exists for parity checks and to measure what the store saves.
 
+Training uses `FramesCTCLoss`: each line's CTC alignment is limited to its own frames
+(width // downsample), never the batch padding, so that prediction at batch size 1 sees what
+training saw.
+
 The best checkpoint is chosen by validation CER, not by loss: CTC loss keeps falling on
 confidently wrong lines long after the text stops improving.
 
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import keras
 import numpy as np
 
 from vhrdata.charset import Charset
@@ -68,6 +73,10 @@ class TrainConfig:
         reduce_lr_patience: epochs without improvement before the learning rate is halved.
         min_lr: lower bound of the learning rate.
         clipnorm: gradient norm clipping (LSTMs under CTC occasionally spike).
+        bn_momentum: momentum of every BatchNormalization layer's moving statistics during
+            training; None keeps the layers' own (0.99). Short runs (a few hundred steps) need
+            a lower value such as 0.9, or the inference-mode statistics lag the weights and
+            validation looks far worse than training.
         grid_samples: validation lines drawn in the per-epoch PNG grid (0 = no grid).
         tensorboard: write TensorBoard logs (TensorFlow must be importable).
         train_split: split to train on.
@@ -89,6 +98,7 @@ class TrainConfig:
     reduce_lr_patience: int = 4
     min_lr: float = 1e-5
     clipnorm: float | None = 5.0
+    bn_momentum: float | None = None
     grid_samples: int = 8
     tensorboard: bool = True
     train_split: str = "train"
@@ -160,83 +170,159 @@ def bucket_order(widths: Sequence[int], batch_size: int, rng: np.random.Generato
     return batches
 
 
-def _keras():
-    import keras
-
-    return keras
+# --------------------------------------------------------------------------------------------
+# Loss and Keras datasets: y carries each line's frame count
 
 
-def records_dataset(
-    frame,
-    settings,
-    charset: Charset,
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    transform: Callable | None = None,
-    workers: int = 0,
-):
-    """The slow input path: a `keras.utils.PyDataset` that decodes and preprocesses every image.
+@keras.saving.register_keras_serializable(package="vhr")
+class FramesCTCLoss(keras.losses.Loss):
+    """CTC loss that uses each line's own frame count, carried in column 0 of y.
 
-    Batches are (x uint8 [B, H, W, 1], y int32 [B, L]) like the store reader's. The class is
-    made here, not at import, so that this module imports without loading Keras.
+    y_true is int32 [B, 1 + L]: `y[:, 0]` is the number of valid output frames of the line
+    (its image width // downsample) and `y[:, 1:]` its 1-based label ids, 0-padded. Limiting CTC
+    to the real frames keeps the alignment off the white batch padding; trained on the padded
+    length, a BiLSTM learns to emit characters late, inside the padding, and its output then
+    depends on how much padding the batch happened to have (batch 1 at prediction has none).
+
+    Args:
+        name: str. Loss name.
+        **kwargs: standard `keras.losses.Loss` arguments.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.array([[4, 1, 2, 0]])          # 4 frames, label [1, 2]
+        >>> float(FramesCTCLoss()(y, np.zeros((1, 6, 3), "float32"))) > 0
+        True
+
+    Reference:
+        Graves et al., "Connectionist Temporal Classification", ICML 2006.
+    """
+
+    def __init__(self, name: str = "frames_ctc_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        from vhrmodel.losses import ctc_loss
+
+        y_true = keras.ops.cast(y_true, "int32")
+        frames = keras.ops.minimum(y_true[:, 0], keras.ops.shape(y_pred)[1])
+        labels = y_true[:, 1:]
+        label_lengths = keras.ops.sum(keras.ops.cast(keras.ops.not_equal(labels, 0), "int32"), axis=-1)
+        return ctc_loss(labels, y_pred, label_lengths, frames)
+
+    def get_config(self):
+        return super().get_config()
+
+
+def frames_target(widths: np.ndarray, labels: np.ndarray, downsample: int) -> np.ndarray:
+    """y for `FramesCTCLoss`: int32 [B, 1 + L] = [width // downsample, labels...]."""
+    frames = (np.asarray(widths, np.int64) // downsample).astype(np.int32)
+    return np.concatenate([frames[:, None], np.asarray(labels, np.int32)], axis=1)
+
+
+class TrainBatches(keras.utils.PyDataset):
+    """Keras dataset over a batch provider: yields (x uint8 [B, H, W, 1], `frames_target` y).
+
+    Args:
+        provider: has `__len__`, `get_batch(i)` (a batch with images, widths, labels) and
+            `on_epoch_end()`; the store reader's `StorePyDataset` or `RecordsBatches`.
+        downsample: the model's width downsampling.
+        workers: Keras workers that call `get_batch`.
+        use_multiprocessing: processes (the store) or threads (image decoding releases the GIL).
+    """
+
+    def __init__(self, provider, downsample: int, workers: int = 0, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10):
+        super().__init__(workers=max(1, workers), use_multiprocessing=use_multiprocessing and workers > 0,
+                         max_queue_size=max_queue_size)
+        self.provider = provider
+        self.downsample = int(downsample)
+
+    def __len__(self) -> int:
+        return len(self.provider)
+
+    def __getitem__(self, i: int):
+        b = self.provider.get_batch(i)
+        return b.images[..., None], frames_target(b.widths, b.labels, self.downsample)
+
+    def on_epoch_end(self) -> None:
+        self.provider.on_epoch_end()
+
+
+def as_tf_dataset(batches: TrainBatches, height: int):
+    """`batches` as a tf.data.Dataset (one pass = one epoch), for tf.distribute input."""
+    import tensorflow as tf
+
+    def generate():
+        for i in range(len(batches)):
+            yield batches[i]
+        batches.on_epoch_end()
+
+    signature = (tf.TensorSpec((None, height, None, 1), tf.uint8), tf.TensorSpec((None, None), tf.int32))
+    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    data = data.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    options = tf.data.Options()
+    # Each worker already reads only its own shard of the store.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class RecordsBatches:
+    """The slow input path: batches decoded and preprocessed from the image files every time.
 
     Args:
         frame: records rows (columns id, path, text, width, height).
-        settings: the store's `PreprocessSettings`.
+        settings: the store's `PreprocessSettings` (applied with `preprocess_image`).
         charset: encodes the labels.
         batch_size: lines per batch.
         shuffle: bucket-shuffle every epoch (training) or keep the order (validation).
         seed: shuffling seed.
-        transform: per-batch callable applied to a `LineBatch` (augmentation).
-        workers: threads that build batches (image decoding releases the GIL).
+        transform: `transform(batch, rng) -> batch` (augmentation); rng is seeded by
+            (seed, epoch, 0, batch number), as the store reader seeds it.
+        epoch: the first epoch's number (its shuffle), e.g. when resuming.
     """
-    keras = _keras()
-    from vhrdata.preprocess import preprocess_image
 
-    class RecordsPyDataset(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=max(1, workers), use_multiprocessing=False)
-            self.paths = list(frame["path"])
-            self.texts = list(frame["text"])
-            self.ids = list(frame["id"])
-            # Width after resizing to the store height, for bucketing without decoding.
-            h = np.maximum(np.asarray(frame["height"], np.float64), 1)
-            self.est_widths = np.minimum(np.asarray(frame["width"]) * settings.height / h, settings.max_width)
-            self.epoch = 0
-            self._order()
+    def __init__(self, frame, settings, charset: Charset, batch_size: int, shuffle: bool, seed: int = 0,
+                 transform: Callable | None = None, epoch: int = 0):
+        self.settings = settings
+        self.charset = charset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.transform = transform
+        self.paths = list(frame["path"])
+        self.texts = list(frame["text"])
+        self.ids = list(frame["id"])
+        # Width after resizing to the store height, for bucketing without decoding.
+        h = np.maximum(np.asarray(frame["height"], np.float64), 1)
+        self.est_widths = np.minimum(np.asarray(frame["width"]) * settings.height / h, settings.max_width)
+        self.epoch = epoch
+        self._plan()
 
-        def _order(self):
-            if shuffle:
-                rng = np.random.default_rng([seed, self.epoch])
-                self.batches = bucket_order(self.est_widths, batch_size, rng)
-            else:
-                idx = np.arange(len(self.paths))
-                self.batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    def _plan(self) -> None:
+        if self.shuffle:
+            self.plan = bucket_order(self.est_widths, self.batch_size, np.random.default_rng([self.seed, self.epoch]))
+        else:
+            idx = np.arange(len(self.paths))
+            self.plan = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
-        def __len__(self):
-            return len(self.batches)
+    def __len__(self) -> int:
+        return len(self.plan)
 
-        def line_batch(self, i: int) -> LineBatch:
-            idx = self.batches[i]
-            images = [preprocess_image(self.paths[j], settings) for j in idx]
-            batch = make_batch(images, [self.texts[j] for j in idx], [self.ids[j] for j in idx], charset)
-            batch.epoch = self.epoch
-            return batch
+    def get_batch(self, i: int) -> LineBatch:
+        from vhrdata.preprocess import preprocess_image
 
-        def __getitem__(self, i):
-            batch = self.line_batch(i)
-            if transform is not None:
-                batch = transform(batch)
-            return batch.images[..., None], batch.labels
+        idx = self.plan[i]
+        images = [preprocess_image(self.paths[j], self.settings) for j in idx]
+        batch = make_batch(images, [self.texts[j] for j in idx], [self.ids[j] for j in idx], self.charset)
+        batch.epoch = self.epoch
+        if self.transform is not None:
+            batch = self.transform(batch, np.random.default_rng((self.seed, self.epoch, 0, i)))
+        return batch
 
-        def on_epoch_end(self):
-            self.epoch += 1
-            if hasattr(transform, "set_epoch"):
-                transform.set_epoch(self.epoch)
-            self._order()
-
-    return RecordsPyDataset()
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._plan()
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,63 +333,64 @@ def records_dataset(
 class DataSource:
     """Training and validation input of one run, whichever path produces it."""
 
-    train: Any  # keras-consumable dataset yielding (x, y)
+    train: Any  # keras-consumable dataset yielding (x, frames_target y)
     val_batches: Callable[[], Iterator[LineBatch]]  # un-augmented validation batches
     train_size: int
     val_size: int
-    charset: Charset
-    settings: Any
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def _store_alphabet(store) -> str:
-    alphabet = store.alphabet
-    return alphabet.chars if isinstance(alphabet, Charset) else "".join(alphabet)
+def split_counts(store) -> dict[str, int]:
+    """Lines per split of a store, e.g. {"train": 1350, "val": 150}."""
+    return {name: int(info.get("count", 0)) for name, info in store.index.get("splits", {}).items()}
 
 
 def _check_splits(store, config: TrainConfig) -> None:
-    splits = dict(store.splits)
+    counts = split_counts(store)
     for name in (config.train_split, config.val_split):
-        if not splits.get(name):
+        if not counts.get(name):
             raise TrainingError(
-                f"store {store.path if hasattr(store, 'path') else ''} has no {name!r} lines "
-                f"(splits: {splits}); re-run `vhrdata split` with a non-zero ratio for {name!r}, "
-                "then `vhrdata build-lmdb`"
+                f"store {store.path} has no {name!r} lines (lines per split: {counts}); re-run `vhrdata split` "
+                f"with a non-zero ratio for {name!r}, then `vhrdata build-lmdb`"
             )
 
 
-def _val_from_store(split, batch_size: int, limit: int | None) -> Callable[[], Iterator[LineBatch]]:
-    def gen() -> Iterator[LineBatch]:
-        seen = 0
-        for b in split.batches(batch_size=batch_size, shuffle=False):
-            n = len(b.texts) if limit is None else min(len(b.texts), limit - seen)
-            yield LineBatch(b.images[:n], np.asarray(b.widths)[:n], np.asarray(b.labels)[:n],
-                            np.asarray(b.label_lengths)[:n], list(b.texts[:n]), list(b.ids[:n]))
-            seen += n
-            if limit is not None and seen >= limit:
-                return
-
-    return gen
+def _limited(batches: Iterable, limit: int | None) -> Iterator[LineBatch]:
+    seen = 0
+    for b in batches:
+        n = len(b.texts) if limit is None else min(len(b.texts), limit - seen)
+        if n <= 0:
+            return
+        yield LineBatch(b.images[:n], np.asarray(b.widths)[:n], np.asarray(b.labels)[:n],
+                        np.asarray(b.label_lengths)[:n], list(b.texts[:n]), list(b.ids[:n]))
+        seen += n
 
 
-def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None, num_shards: int = 1,
-                 shard_index: int = 0, tf_data: bool = False) -> DataSource:
-    """Fast path: stream preprocessed batches from the LMDB store."""
+def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None, downsample: int,
+                 num_shards: int = 1, shard_index: int = 0, epoch: int = 0) -> DataSource:
+    """Fast path: stream preprocessed batches from the LMDB store.
+
+    Keras runs `config.workers` processes that each read, pad and augment whole batches
+    (the store reader is picklable and reopens its shards per process).
+    """
     _check_splits(store, config)
     train_split = store.split(config.train_split)
     val_split = store.split(config.val_split)
-    kwargs = dict(batch_size=config.batch_size, shuffle=True, seed=config.seed, charset=charset,
-                  transform=augmenter, workers=config.workers)
+    plan = dict(shuffle=True, seed=config.seed)
     if num_shards > 1:
-        kwargs.update(shard_index=shard_index, num_shards=num_shards)
-    train = train_split.tf_dataset(**kwargs) if tf_data else train_split.keras_dataset(**kwargs)
+        plan.update(shard_index=shard_index, num_shards=num_shards)
+    provider = train_split.keras_dataset(config.batch_size, epoch=epoch, charset=charset, transform=augmenter,
+                                         workers=0, **plan)
+    train = TrainBatches(provider, downsample, workers=config.workers, use_multiprocessing=True)
+
+    def val_batches() -> Iterator[LineBatch]:
+        return _limited(val_split.batches(config.batch_size, shuffle=False, charset=charset), config.val_limit)
+
     return DataSource(
         train=train,
-        val_batches=_val_from_store(val_split, config.batch_size, config.val_limit),
-        train_size=len(train_split),
+        val_batches=val_batches,
+        train_size=len(train_split) // num_shards,
         val_size=len(val_split) if config.val_limit is None else min(len(val_split), config.val_limit),
-        charset=charset,
-        settings=store.settings,
         description={"input": "lmdb"},
     )
 
@@ -315,10 +402,7 @@ def records_location(store, records: str | Path | None) -> Path:
     if records is not None:
         path = records_path(records)
     else:
-        index = getattr(store, "index", {}) or {}
-        found = index.get("records") or index.get("records_path") or (index.get("source") or {}).get("records")
-        if isinstance(found, dict):
-            found = found.get("path")
+        found = (store.index.get("build") or {}).get("records")
         if not found:
             raise TrainingError(
                 "the store does not record which records.parquet it was built from; "
@@ -330,97 +414,101 @@ def records_location(store, records: str | Path | None) -> Path:
     return path
 
 
-def records_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None,
-                   records: str | Path | None = None) -> DataSource:
+def records_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None, downsample: int,
+                   records: str | Path | None = None, epoch: int = 0) -> DataSource:
     """Slow path: decode and preprocess the store's lines from their image files every epoch.
 
     The lines are those of the store's splits (matched by id), so both paths train on the same
-    data; the preprocessing settings are the store's.
+    data, with the store's preprocessing settings. Batches are built by `config.workers` threads.
     """
     from vhrdata.records import read_records
 
     _check_splits(store, config)
     path = records_location(store, records)
-    df = read_records(path, require_split=True)
+    df = read_records(path, require_split=True).drop_duplicates("id").set_index("id")
     frames = {}
     for name in (config.train_split, config.val_split):
-        split = store.split(name)
-        ids = split.ids if hasattr(split, "ids") else [s.id for s in split]
-        rows = df.set_index("id").reindex(list(ids))
+        ids = [sample.id for sample in store.split(name)]
+        rows = df.reindex(ids)
         missing = rows.index[rows["path"].isna()].tolist()
         if missing:
             raise TrainingError(f"{len(missing)} {name} lines of the store are not in {path} (e.g. {missing[0]!r}); "
                                 "pass the records the store was built from with --records")
         frames[name] = rows.reset_index()
-    train = records_dataset(frames[config.train_split], store.settings, charset, config.batch_size, shuffle=True,
-                            seed=config.seed, transform=augmenter, workers=config.workers)
+    provider = RecordsBatches(frames[config.train_split], store.settings, charset, config.batch_size, shuffle=True,
+                              seed=config.seed, transform=augmenter, epoch=epoch)
+    train = TrainBatches(provider, downsample, workers=config.workers, use_multiprocessing=False)
     val_frame = frames[config.val_split]
     if config.val_limit is not None:
         val_frame = val_frame.iloc[: config.val_limit]
-    val = records_dataset(val_frame, store.settings, charset, config.batch_size, shuffle=False)
+    val = RecordsBatches(val_frame, store.settings, charset, config.batch_size, shuffle=False)
 
     def val_batches() -> Iterator[LineBatch]:
-        for i in range(len(val)):
-            yield val.line_batch(i)
+        return (val.get_batch(i) for i in range(len(val)))
 
     return DataSource(train=train, val_batches=val_batches, train_size=len(frames[config.train_split]),
-                      val_size=len(val_frame), charset=charset, settings=store.settings,
-                      description={"input": "records", "records": str(path)})
+                      val_size=len(val_frame), description={"input": "records", "records": str(path)})
 
 
 # --------------------------------------------------------------------------------------------
 # Callbacks
 
 
-def predict_texts(model, images: np.ndarray, charset: Charset) -> tuple[list[str], np.ndarray]:
-    """Greedy-decoded texts and logits of a uint8 [B, H, W] batch."""
+def predict_texts(model, images: np.ndarray, widths: np.ndarray, charset: Charset) -> tuple[list[str], np.ndarray]:
+    """Greedy-decoded texts and logits of a uint8 [B, H, W] batch (frames past each width ignored)."""
     from vhrmodel.decoding import ctc_greedy_decode
 
     logits = np.asarray(model.predict_on_batch(images[..., None]))
-    return ctc_greedy_decode(logits, charset), logits
+    lengths = np.clip(np.asarray(widths) // int(model.downsample), 1, logits.shape[1])
+    return ctc_greedy_decode(logits, charset, logit_lengths=lengths), logits
 
 
-def _callback_base():
-    return _keras().callbacks.Callback
+class ValidationCER(keras.callbacks.Callback):
+    """After each epoch: val CER, WER, SER and CTC loss into the logs; saves the best model by CER.
 
+    Runs before the callbacks that monitor `val_cer` (ReduceLROnPlateau, EarlyStopping, CSVLogger).
 
-def make_validation_cer(source: DataSource, best_path: Path, charset: Charset, best: float | None = None):
-    """Callback: after each epoch, val CER (and CTC val loss) into the logs; saves the best model."""
-    keras = _keras()
+    Args:
+        source: where the validation batches come from.
+        best_path: where the best model is saved.
+        charset: decodes the output.
+        best: the best CER so far (when resuming).
+    """
 
-    class ValidationCER(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.best = math.inf if best is None else best
-            self.best_epoch = None
-            self.seconds = 0.0
+    def __init__(self, source: DataSource, best_path: Path, charset: Charset, best: float | None = None,
+                 best_epoch: int | None = None):
+        super().__init__()
+        self.source = source
+        self.best_path = best_path
+        self.charset = charset
+        self.best = math.inf if best is None else float(best)
+        self.best_epoch = best_epoch
+        self.seconds = 0.0
 
-        def on_epoch_end(self, epoch, logs=None):
-            from vhrmodel.losses import ctc_loss
-            from vhrmodel.metrics import evaluate_texts
+    def on_epoch_end(self, epoch, logs=None):
+        from vhrmodel.losses import ctc_loss
+        from vhrmodel.metrics import evaluate_texts
 
-            t0 = time.perf_counter()
-            refs, hyps, losses = [], [], []
-            for b in source.val_batches():
-                texts, logits = predict_texts(self.model, b.images, charset)
-                refs += b.texts
-                hyps += texts
-                frames = np.full(len(texts), logits.shape[1], np.int32)
-                losses.append(np.asarray(ctc_loss(b.labels, logits, b.label_lengths, frames)))
-            metrics = evaluate_texts(refs, hyps)
-            cer = float(metrics["cer"])
-            if logs is not None:
-                logs["val_loss"] = float(np.mean(np.concatenate(losses))) if losses else float("nan")
-                logs["val_cer"] = cer
-                logs["val_wer"] = float(metrics["wer"])
-                logs["val_ser"] = float(metrics["ser"])
-            if cer < self.best:
-                self.best, self.best_epoch = cer, epoch + 1
-                save_model(self.model, best_path)
-                log.info("epoch %d: val CER improved to %.4f, saved %s", epoch + 1, cer, best_path)
-            self.seconds += time.perf_counter() - t0
-
-    return ValidationCER()
+        t0 = time.perf_counter()
+        refs, hyps, losses = [], [], []
+        for b in self.source.val_batches():
+            texts, logits = predict_texts(self.model, b.images, b.widths, self.charset)
+            refs += b.texts
+            hyps += texts
+            frames = np.minimum(np.asarray(b.widths) // self.model.downsample, logits.shape[1]).astype(np.int32)
+            losses.append(np.asarray(ctc_loss(b.labels, logits, b.label_lengths, frames)))
+        metrics = evaluate_texts(refs, hyps)
+        cer = float(metrics["cer"])
+        if logs is not None:
+            logs["val_loss"] = float(np.mean(np.concatenate(losses))) if losses else float("nan")
+            logs["val_cer"] = cer
+            logs["val_wer"] = float(metrics["wer"])
+            logs["val_ser"] = float(metrics["ser"])
+        if cer < self.best:
+            self.best, self.best_epoch = cer, epoch + 1
+            save_model(self.model, self.best_path)
+            log.info("epoch %d: val CER improved to %.4f, saved %s", epoch + 1, cer, self.best_path)
+        self.seconds += time.perf_counter() - t0
 
 
 def write_prediction_grid(path: Path, images: Sequence[np.ndarray], truths: Sequence[str], preds: Sequence[str],
@@ -447,103 +535,116 @@ def write_prediction_grid(path: Path, images: Sequence[np.ndarray], truths: Sequ
     return path
 
 
-def make_prediction_grid(source: DataSource, out_dir: Path, charset: Charset, samples: int):
-    """Callback: each epoch, a PNG grid of the first validation lines with prediction and truth."""
-    keras = _keras()
-    chosen: list[tuple[np.ndarray, str]] = []
-    for b in source.val_batches():
-        for i in range(len(b.texts)):
-            chosen.append((b.images[i, :, : int(b.widths[i])], b.texts[i]))
-        if len(chosen) >= samples:
-            break
-    chosen = chosen[:samples]
+class PredictionGrid(keras.callbacks.Callback):
+    """Each epoch, a PNG grid of the first validation lines with prediction and truth.
 
-    class PredictionGrid(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if not chosen:
-                return
-            preds = [predict_texts(self.model, img[None], charset)[0][0] for img, _ in chosen]
-            cer = (logs or {}).get("val_cer")
-            title = f"epoch {epoch + 1}" + (f"  val CER {cer:.2%}" if cer is not None else "")
-            write_prediction_grid(out_dir / f"epoch_{epoch + 1:03d}.png", [c[0] for c in chosen],
-                                  [c[1] for c in chosen], preds, title)
+    Args:
+        source: where the validation lines come from (the first `samples` are drawn).
+        out_dir: where `epoch_NNN.png` files go.
+        charset: decodes the output.
+        samples: how many lines.
+    """
 
-    return PredictionGrid()
+    def __init__(self, source: DataSource, out_dir: Path, charset: Charset, samples: int = 8):
+        super().__init__()
+        self.out_dir = out_dir
+        self.charset = charset
+        self.chosen: list[tuple[np.ndarray, str]] = []
+        for b in source.val_batches():
+            self.chosen += [(b.images[i, :, : int(b.widths[i])].copy(), b.texts[i]) for i in range(len(b.texts))]
+            if len(self.chosen) >= samples:
+                break
+        self.chosen = self.chosen[:samples]
 
-
-def make_last_checkpoint(run_dir: Path, validation, config: TrainConfig, extra: dict[str, Any]):
-    """Callback: after each epoch, last.keras (with optimizer state) and state.json for `resume`."""
-    keras = _keras()
-
-    class LastCheckpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            save_model(self.model, run_dir / LAST_MODEL)
-            state = {
-                "epoch": epoch + 1,
-                "best_val_cer": None if math.isinf(validation.best) else validation.best,
-                "best_epoch": validation.best_epoch,
-                "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
-                "config": config.to_dict(),
-                **extra,
-            }
-            _write_json(run_dir / STATE, state)
-
-    return LastCheckpoint()
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.chosen:
+            return
+        preds = [predict_texts(self.model, img[None], np.array([img.shape[1]]), self.charset)[0][0]
+                 for img, _ in self.chosen]
+        cer = (logs or {}).get("val_cer")
+        title = f"epoch {epoch + 1}" + (f"  val CER {cer:.2%}" if cer is not None else "")
+        write_prediction_grid(self.out_dir / f"epoch_{epoch + 1:03d}.png", [c[0] for c in self.chosen],
+                              [c[1] for c in self.chosen], preds, title)
 
 
-def make_progress(callback: ProgressCallback, steps: int, epochs: int):
-    """Callback that forwards Keras progress to a plain `callback(event)` (the CLI draws bars)."""
-    keras = _keras()
+class LastCheckpoint(keras.callbacks.Callback):
+    """After each epoch: last.keras (weights and optimizer state) and state.json, for `resume`."""
 
-    class Progress(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            callback({"event": "epoch_begin", "epoch": epoch + 1, "epochs": epochs, "steps": steps})
+    def __init__(self, run_dir: Path, validation: ValidationCER, config: TrainConfig, extra: dict[str, Any]):
+        super().__init__()
+        self.run_dir = run_dir
+        self.validation = validation
+        self.config = config
+        self.extra = extra
 
-        def on_train_batch_end(self, batch, logs=None):
-            callback({"event": "batch_end", "step": batch + 1, "steps": steps, "logs": dict(logs or {})})
+    def on_epoch_end(self, epoch, logs=None):
+        save_model(self.model, self.run_dir / LAST_MODEL)
+        v = self.validation
+        state = {
+            "epoch": epoch + 1,
+            "best_val_cer": None if math.isinf(v.best) else v.best,
+            "best_epoch": v.best_epoch,
+            "learning_rate": float(np.asarray(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))),
+            "config": self.config.to_dict(),
+            **self.extra,
+        }
+        _write_json(self.run_dir / STATE, state)
 
-        def on_epoch_end(self, epoch, logs=None):
-            callback({"event": "epoch_end", "epoch": epoch + 1, "epochs": epochs, "logs": dict(logs or {})})
 
-    return Progress()
+class Progress(keras.callbacks.Callback):
+    """Forwards Keras progress to a plain `callback(event)`; the CLI draws the bars."""
+
+    def __init__(self, callback: ProgressCallback, steps: int, epochs: int):
+        super().__init__()
+        self.callback = callback
+        self.steps = steps
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback({"event": "epoch_begin", "epoch": epoch + 1, "epochs": self.epochs, "steps": self.steps})
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.callback({"event": "batch_end", "step": batch + 1, "steps": self.steps, "logs": dict(logs or {})})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callback({"event": "epoch_end", "epoch": epoch + 1, "epochs": self.epochs, "logs": dict(logs or {})})
 
 
-def make_throughput(train_size: int, steps_per_epoch: int | None, batch_size: int):
-    """Callback that times the training steps only (not validation, not checkpointing).
+class Throughput(keras.callbacks.Callback):
+    """Times the training steps (data wait included), not validation or checkpointing.
 
     `samples` counts lines: a whole epoch is `train_size` lines (its last batch may be short),
-    a capped epoch is `steps * batch_size`.
+    a capped epoch `steps * batch_size`.
     """
-    keras = _keras()
 
-    class Throughput(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = 0.0
-            self.steps = 0
-            self.samples = 0
-            self.epochs = 0
-            self._t = None
-            self._epoch_steps = 0
+    def __init__(self, train_size: int, steps_per_epoch: int | None, batch_size: int):
+        super().__init__()
+        self.train_size = train_size
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.seconds = 0.0
+        self.steps = 0
+        self.samples = 0
+        self.epochs = 0
+        self._t: float | None = None
+        self._epoch_steps = 0
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._epoch_steps = 0
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_steps = 0
 
-        def on_epoch_end(self, epoch, logs=None):
-            full = steps_per_epoch is None or self._epoch_steps * batch_size >= train_size
-            self.samples += train_size if full else self._epoch_steps * batch_size
-            self.epochs += 1
+    def on_epoch_end(self, epoch, logs=None):
+        full = self.steps_per_epoch is None or self._epoch_steps * self.batch_size >= self.train_size
+        self.samples += self.train_size if full else self._epoch_steps * self.batch_size
+        self.epochs += 1
 
-        def on_train_batch_begin(self, batch, logs=None):
-            self._t = time.perf_counter()
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t = time.perf_counter()
 
-        def on_train_batch_end(self, batch, logs=None):
-            if self._t is not None:
-                self.seconds += time.perf_counter() - self._t
-            self.steps += 1
-            self._epoch_steps += 1
-
-    return Throughput()
+    def on_train_batch_end(self, batch, logs=None):
+        if self._t is not None:
+            self.seconds += time.perf_counter() - self._t
+        self.steps += 1
+        self._epoch_steps += 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,9 +654,8 @@ def make_throughput(train_size: int, steps_per_epoch: int | None, batch_size: in
 def distribution_strategy():
     """A `tf.distribute` strategy when several GPUs or a TF_CONFIG cluster are present, else None.
 
-    Only with the TensorFlow backend; model code stays backend-neutral.
+    Only with the TensorFlow backend; the model code stays backend-neutral.
     """
-    keras = _keras()
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
@@ -567,22 +667,15 @@ def distribution_strategy():
     return None
 
 
-def _worker_shard() -> tuple[int, int]:
+def worker_shard() -> tuple[int, int]:
     """(index, count) of this worker in a TF_CONFIG cluster; (0, 1) otherwise."""
     cfg = json.loads(os.environ.get("TF_CONFIG") or "{}")
     cluster = cfg.get("cluster") or {}
-    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    chiefs = len(cluster.get("chief", []))
+    workers = len(cluster.get("worker", [])) + chiefs
     task = cfg.get("task") or {}
-    index = int(task.get("index", 0)) + (len(cluster.get("chief", [])) if task.get("type") == "worker" else 0)
+    index = int(task.get("index", 0)) + (chiefs if task.get("type") == "worker" else 0)
     return (index, workers) if workers > 1 else (0, 1)
-
-
-class _NullScope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,13 +717,34 @@ def _build(config: TrainConfig, alphabet: str, settings_dict: dict[str, Any], in
     return model, report
 
 
-def _compile(model, config: TrainConfig):
-    keras = _keras()
-    from vhrmodel.losses import CTCLoss
+def set_bn_momentum(model, momentum: float) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization layer; returns how many.
 
+    Momentum only matters while training, and layer configs are rebuilt from the model config
+    on load, so a saved model is unchanged by this.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"bn_momentum must be in [0, 1). Received: bn_momentum={momentum}")
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
+
+
+def _compile(model, config: TrainConfig) -> None:
     optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
     # Widths vary per batch: XLA would recompile for every new shape.
-    model.compile(optimizer=optimizer, loss=CTCLoss(), jit_compile=False)
+    model.compile(optimizer=optimizer, loss=FramesCTCLoss(), jit_compile=False)
+
+
+class _NullScope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def train(
@@ -654,16 +768,17 @@ def train(
             layer is mapped by character onto the store's alphabet.
         records: records.parquet (or its folder) for the slow path, when the store index does
             not say where its records came from.
-        callback: receives progress events (dicts with "event": epoch_begin, batch_end, epoch_end).
+        callback: receives progress events, dicts with "event" = "epoch_begin" (epoch, epochs,
+            steps), "batch_end" (step, steps, logs) or "epoch_end" (epoch, epochs, logs).
 
     Raises:
         TrainingError: the run folder, checkpoint or store cannot be used.
         StoreError: the store is missing, stale or corrupt.
+        ModelFileError: the `init_from` or resume model cannot be used.
     """
     from vhrdata.store import open_store
 
     config = config or TrainConfig()
-    keras = _keras()
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if resume and init_from is not None:
@@ -672,59 +787,72 @@ def train(
         raise TrainingError(f"nothing to resume in {out_dir}: {LAST_MODEL} is missing; start a run without --resume")
     if not resume and (out_dir / LAST_MODEL).exists():
         raise TrainingError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     store = open_store(store_path)
-    alphabet = _store_alphabet(store)
+    _check_splits(store, config)
+    alphabet = store.alphabet
     charset = Charset(alphabet)
     settings_dict = settings_to_dict(store.settings)
     keras.utils.set_random_seed(config.seed)
 
-    strategy = distribution_strategy()
-    shard_index, num_shards = _worker_shard() if strategy is not None else (0, 1)
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    global_config = dataclasses.replace(config, batch_size=config.batch_size * replicas // num_shards) \
-        if replicas > 1 else config
-
-    augmenter = None
-    if config.augment:
-        aug_cfg = config.augment_config or AugmentConfig()
-        if aug_cfg.max_width is None:
-            aug_cfg = dataclasses.replace(aug_cfg, max_width=int(store.settings.max_width))
-        augmenter = BatchAugmenter(aug_cfg, seed=config.seed)
-    if config.fast:
-        source = store_source(store, global_config, charset, augmenter, num_shards=num_shards,
-                              shard_index=shard_index, tf_data=num_shards > 1)
-    else:
-        source = records_source(store, global_config, charset, augmenter, records=records)
-
     state: dict[str, Any] = {}
-    transfer = None
-    with strategy.scope() if strategy is not None else _NullScope():
-        if resume:
-            state = json.loads((out_dir / STATE).read_text()) if (out_dir / STATE).exists() else {}
-            model = load_model(out_dir / LAST_MODEL, compile=True)
-            if model.alphabet != alphabet:
-                raise TrainingError(f"the run in {out_dir} was trained on another alphabet than store {store_path}; "
-                                    "use --init-from to fine-tune on a different store")
-        else:
-            model, transfer = _build(config, alphabet, settings_dict, init_from)
-            _compile(model, config)
+    if resume and (out_dir / STATE).exists():
+        state = json.loads((out_dir / STATE).read_text(encoding="utf-8"))
     initial_epoch = int(state.get("epoch", 0))
     if resume and initial_epoch >= config.epochs:
         raise TrainingError(f"the run in {out_dir} already trained {initial_epoch} epochs; "
                             f"pass --epochs larger than {initial_epoch} to continue")
 
-    steps = len(source.train) if hasattr(source.train, "__len__") else None
-    if config.steps_per_epoch is not None:
-        steps = min(config.steps_per_epoch, steps) if steps else config.steps_per_epoch
+    strategy = distribution_strategy()
+    shard_index, num_shards = worker_shard() if strategy is not None else (0, 1)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    # --batch-size is per replica; each worker reads its share of the global batch.
+    data_config = dataclasses.replace(config, batch_size=config.batch_size * replicas // num_shards)
 
-    validation = make_validation_cer(source, out_dir / BEST_MODEL, charset, best=state.get("best_val_cer"))
-    validation.best_epoch = state.get("best_epoch")
-    throughput = make_throughput(source.train_size, config.steps_per_epoch, global_config.batch_size * num_shards)
+    transfer = None
+    with strategy.scope() if strategy is not None else _NullScope():
+        if resume:
+            model = load_model(out_dir / LAST_MODEL, compile=True)
+            if model.alphabet != alphabet:
+                raise TrainingError(f"the run in {out_dir} was trained on another alphabet than store {store_path}; "
+                                    "use --init-from to fine-tune on a different store")
+            if config.bn_momentum is not None:
+                set_bn_momentum(model, config.bn_momentum)
+        else:
+            model, transfer = _build(config, alphabet, settings_dict, init_from)
+            if config.bn_momentum is not None:
+                set_bn_momentum(model, config.bn_momentum)
+            _compile(model, config)
+    downsample = int(model.downsample)
+    store_downsample = int((store.index.get("build") or {}).get("downsample", downsample))
+    if store_downsample != downsample:
+        log.warning("store %s checked CTC feasibility for downsample %d, the model downsamples by %d",
+                    store_path, store_downsample, downsample)
+
+    augmenter = None
+    if config.augment:
+        aug_cfg = config.augment_config or AugmentConfig()
+        aug_cfg = dataclasses.replace(aug_cfg, downsample=downsample,
+                                      max_width=aug_cfg.max_width or int(store.settings.max_width))
+        augmenter = BatchAugmenter(aug_cfg, seed=config.seed)
+    if config.fast:
+        source = store_source(store, data_config, charset, augmenter, downsample, num_shards=num_shards,
+                              shard_index=shard_index, epoch=initial_epoch)
+    else:
+        source = records_source(store, data_config, charset, augmenter, downsample, records=records,
+                                epoch=initial_epoch)
+    train_data = as_tf_dataset(source.train, store.settings.height) if strategy is not None else source.train
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = len(source.train)
+    if config.steps_per_epoch is not None:
+        steps = min(config.steps_per_epoch, steps)
+    validation = ValidationCER(source, out_dir / BEST_MODEL, charset, best=state.get("best_val_cer"),
+                               best_epoch=state.get("best_epoch"))
+    throughput = Throughput(source.train_size, config.steps_per_epoch, data_config.batch_size)
     callbacks = [
         throughput,
-        validation,  # first after timing: the callbacks below read val_cer from the logs
+        validation,  # before every callback that reads val_cer from the logs
         keras.callbacks.ReduceLROnPlateau(monitor="val_cer", mode="min", factor=0.5,
                                           patience=config.reduce_lr_patience, min_lr=config.min_lr),
     ]
@@ -735,20 +863,18 @@ def train(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     if config.grid_samples:
-        callbacks.append(make_prediction_grid(source, out_dir / "samples", charset, config.grid_samples))
-    callbacks.append(make_last_checkpoint(out_dir, validation, config, {"store": str(store_path)}))
+        callbacks.append(PredictionGrid(source, out_dir / "samples", charset, config.grid_samples))
+    callbacks.append(LastCheckpoint(out_dir, validation, config, {"store": str(store_path)}))
     if callback is not None:
-        callbacks.append(make_progress(callback, steps or 0, config.epochs))
+        callbacks.append(Progress(callback, steps, config.epochs))
 
     log.info("training %s (%d params) on %d lines, validating on %d, %s input",
              model.name, model.count_params(), source.train_size, source.val_size, source.description["input"])
-    model.fit(source.train, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
+    model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
               callbacks=callbacks, verbose=0)
 
-    history = _read_history(out_dir / HISTORY)
-    epochs_run = len(history)
     if not (out_dir / BEST_MODEL).exists():
-        # val CER never improved on a resumed best (or was NaN): keep a usable model anyway.
+        # val CER never beat the resumed best (or was NaN): still leave a usable model.
         save_model(model, out_dir / BEST_MODEL)
     summary = {
         "store": str(store_path),
@@ -756,7 +882,7 @@ def train(
         "preset": config.preset or ("small" if init_from is None else "from init model"),
         "params": int(model.count_params()),
         "model_bytes": (out_dir / BEST_MODEL).stat().st_size,
-        "epochs_run": epochs_run,
+        "epochs_run": len(_read_history(out_dir / HISTORY)),
         "epochs_this_call": throughput.epochs,
         "best_val_cer": None if math.isinf(validation.best) else validation.best,
         "best_epoch": validation.best_epoch,
