@@ -290,10 +290,19 @@ def _process_rows(settings_json: str, downsample: int, rows: Sequence[_Row]) -> 
 
 
 def _mp_context():
-    import multiprocessing as mp
+    """fork when it is safe, else forkserver.
 
-    # Not fork: the caller may hold threads (TensorFlow, BLAS) that a forked child would inherit mid-lock.
+    fork starts workers at once and needs no `if __name__ == "__main__"` guard in the caller's
+    script. It is unsafe once a framework with its own thread pools is loaded (a child can inherit
+    a lock held mid-operation), so then the workers come from a clean forkserver process.
+    """
+    import multiprocessing as mp
+    import sys
+
     methods = mp.get_all_start_methods()
+    threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
+    if "fork" in methods and not threaded:
+        return mp.get_context("fork")
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
