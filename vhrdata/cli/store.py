@@ -89,7 +89,8 @@ def build_lmdb_cmd(records, out, height, max_width, binarize, crop_margins, norm
     if result.index is not None:
         for name, info in result.index["splits"].items():
             click.echo(f"  {name}: {info['count']} lines in {len(info['shards'])} shard(s)")
-        click.echo(f"wrote {result.store}/index.json (settings {result.index['settings_hash'][:12]})")
+        done = "up to date" if not result.built and not assemble_only else "wrote"
+        click.echo(f"{done}: {result.store}/index.json (settings {result.index['settings_hash'][:12]})")
     else:
         click.echo(f"built {len(result.built)} shard(s); {len(result.missing)} still missing before index.json "
                    "can be assembled (it is written when the last one finishes, or with --assemble-only)")

@@ -281,8 +281,9 @@ def _process_rows(settings_json: str, downsample: int, rows: Sequence[_Row]) -> 
                 "q",
                 Reason.CTC_INFEASIBLE.value,
                 f"label needs {needed} CTC frames ({len(row.text)} characters + {repeats} repeated pairs) but the "
-                f"preprocessed image is {image.shape[1]} px wide, giving {frames} frames at downsample {downsample}; "
-                "check the label or the crop, or build with a smaller --downsample or a larger --height",
+                f"preprocessed image is {image.shape[1]} px wide{' (squeezed to max_width)' if capped else ''}, "
+                f"giving {frames} frames at downsample {downsample}; check the label or the crop, or build with a "
+                f"smaller --downsample or a larger {'--max-width' if capped else '--height'}",
             ))
             continue
         out.append(("ok", encode_record(image, row.text, row.id, row.writer), capped))
@@ -595,7 +596,9 @@ def build_store(
 
     missing = [p.relpath for p in plans if not (out / p.relpath / SHARD_META_FILE).exists()]
     index = None
-    if not missing:
+    if not missing and not todo and (out / INDEX_FILE).exists():
+        index = layout.read_json(out / INDEX_FILE)  # up to date; its identity was checked above
+    elif not missing:
         index = _assemble(out, plans, identity, settings, downsample, len(df), records_dir, shards)
     elif assemble_only:
         raise StoreError(
