@@ -249,9 +249,11 @@ def test_interrupted_build_resumes_and_equals_a_clean_build(records, tmp_path):
 
 def test_rerun_with_same_inputs_keeps_everything(records, tmp_path):
     first = build_store(records, tmp_path / "store", SETTINGS, workers=0)
+    stamp = (tmp_path / "store" / INDEX_FILE).stat().st_mtime_ns
     again = build_store(records, tmp_path / "store", SETTINGS, workers=0)
     assert again.built == [] and sorted(again.kept) == sorted(first.built)
     assert again.index == first.index
+    assert (tmp_path / "store" / INDEX_FILE).stat().st_mtime_ns == stamp
 
 
 def test_other_settings_are_refused(records, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
 import threading
 import zlib
@@ -128,7 +129,8 @@ def read_json(path: Path) -> Any:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON under a unique temporary name and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Unique per host and process: fanned-out builds on a shared filesystem may write at once.
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=1, sort_keys=True)
         f.write("\n")

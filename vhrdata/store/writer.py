@@ -757,6 +757,9 @@ def _assemble(
         },
     }
     items = [QuarantineItem(**q) for m in all_metas for q in m["quarantined"]]
-    write_quarantine(items, out / QUARANTINE_FILE)
+    # A unique name first: fanned-out jobs finishing together may both assemble (identical content).
+    tmp = out / f".{QUARANTINE_FILE}.{socket.gethostname()}-{os.getpid()}"
+    write_quarantine(items, tmp)
+    os.replace(tmp, out / QUARANTINE_FILE)
     write_json_atomic(out / INDEX_FILE, index)
     return index
