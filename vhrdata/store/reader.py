@@ -235,6 +235,7 @@ def open_store(path: str | Path, *, settings: PreprocessSettings | None = None) 
             total += entry["count"]
         if total != info["count"]:
             raise StoreError(f"{path}/index.json: split {split} counts {info['count']} records, its shards {total}")
+    log.debug("opened store %s (%s)", path, ", ".join(f"{k}={v['count']}" for k, v in index["splits"].items()))
     return Store(path, index, stored)
 
 
