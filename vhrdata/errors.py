@@ -51,3 +51,7 @@ class TrainingError(VhrError):
 
 class ImageDecodeError(VhrError):
     """An image file or buffer cannot be read or decoded."""
+
+
+class SynthError(VhrError):
+    """The synthetic generator cannot run: no usable font, or an output folder it must not overwrite."""

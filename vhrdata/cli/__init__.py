@@ -10,7 +10,7 @@ from vhrdata import __version__
 from vhrdata.cli._common import setup_logging
 
 # One module per command group; each defines COMMANDS, a list of click commands.
-COMMAND_MODULES = ["ingest", "stats", "pipeline", "store"]
+COMMAND_MODULES = ["ingest", "stats", "pipeline", "store", "synth"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

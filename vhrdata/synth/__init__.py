@@ -1,0 +1,34 @@
+"""Synthetic handwritten Vietnamese address lines: word lists, fonts, writers, rendering, layouts.
+
+Example:
+    >>> from vhrdata.synth import generate_texts, make_writers, render_line
+    >>> import numpy as np
+    >>> text = generate_texts(1, seed=0)[0]
+    >>> image = render_line(text, make_writers(1, seed=0)[0], np.random.default_rng(0))
+    >>> image.ndim
+    2
+"""
+
+from vhrdata.synth.addresses import generate_address, generate_texts, load_gazetteer, old_tone_style
+from vhrdata.synth.fonts import REQUIRED_CHARS, VIETNAMESE_LETTERS, covers, find_fonts, missing_chars
+from vhrdata.synth.generate import LAYOUTS, default_workers, synthesize
+from vhrdata.synth.render import DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
+
+__all__ = [
+    "DEFAULT_HEIGHT",
+    "LAYOUTS",
+    "REQUIRED_CHARS",
+    "VIETNAMESE_LETTERS",
+    "WriterStyle",
+    "covers",
+    "default_workers",
+    "find_fonts",
+    "generate_address",
+    "generate_texts",
+    "load_gazetteer",
+    "make_writers",
+    "missing_chars",
+    "old_tone_style",
+    "render_line",
+    "synthesize",
+]

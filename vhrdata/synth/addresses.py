@@ -1,0 +1,391 @@
+"""Synthetic Vietnamese address lines built from the project's own word lists.
+
+An address is written the way people fill in forms: an optional house part (number, alley, group,
+hamlet), an optional street, the ward or commune, the district and the province, separated by
+commas, with the usual spread of spellings and abbreviations ("Phường"/"P.", "Thị xã"/"Tx",
+"TP Hồ Chí Minh"...). Everything is drawn from a numpy Generator, so a line depends only on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vhrdata.synth.seeding import TEXT_STREAM, line_rng
+
+WORDLIST_DIR = Path(__file__).parent / "wordlists"
+
+#: Labels outside this length range are redrawn (real form lines are about 25-70 characters).
+MIN_CHARS, MAX_CHARS = 22, 72
+
+DISTRICT_KINDS = ("quan", "huyen", "thixa", "thanhpho")
+REGIONS = ("north", "central", "south")
+
+
+@dataclass(frozen=True)
+class Province:
+    """A province or centrally-run city (kind "city" or "province"), its region and other spellings."""
+
+    name: str
+    kind: str
+    region: str = "north"
+    variants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class District:
+    """A district of a province; kind is one of DISTRICT_KINDS."""
+
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Gazetteer:
+    """All word lists, as read from `vhrdata/synth/wordlists/`."""
+
+    provinces: tuple[Province, ...]
+    districts: dict[str, tuple[District, ...]]
+    wards: tuple[str, ...]
+    communes: tuple[str, ...]
+    hamlets: tuple[str, ...]
+    streets: tuple[str, ...]
+
+    def words(self) -> set[str]:
+        """Every name in the word lists, spelling variants included."""
+        names = set(self.wards + self.communes + self.hamlets + self.streets)
+        for p in self.provinces:
+            names.add(p.name)
+            names.update(p.variants)
+        for districts in self.districts.values():
+            names.update(d.name for d in districts)
+        return names
+
+
+def _rows(name: str) -> list[str]:
+    text = (WORDLIST_DIR / name).read_text(encoding="utf-8")
+    return [
+        unicodedata.normalize("NFC", line.strip())
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def load_gazetteer() -> Gazetteer:
+    """Read (once per process) and validate the bundled word lists."""
+    provinces = []
+    for row in _rows("provinces.txt"):
+        cols = row.split("\t")
+        if len(cols) < 3 or cols[1] not in ("city", "province") or cols[2] not in REGIONS:
+            raise ValueError(f"provinces.txt: expected name, kind, region. Received: {row!r}")
+        variants = tuple(v for v in cols[3].split(";") if v) if len(cols) > 3 else ()
+        provinces.append(Province(cols[0], cols[1], cols[2], variants))
+    districts: dict[str, list[District]] = {p.name: [] for p in provinces}
+    for row in _rows("districts.txt"):
+        province, kind, names = row.split("\t")
+        if province not in districts or kind not in DISTRICT_KINDS:
+            raise ValueError(f"districts.txt: unknown province or kind. Received: {row!r}")
+        districts[province].extend(District(n, kind) for n in names.split(";"))
+    empty = [p for p, ds in districts.items() if not ds]
+    if empty:
+        raise ValueError(f"districts.txt has no district for {empty}")
+    return Gazetteer(
+        provinces=tuple(provinces),
+        districts={p: tuple(ds) for p, ds in districts.items()},
+        wards=tuple(_rows("wards.txt")),
+        communes=tuple(_rows("communes.txt")),
+        hamlets=tuple(_rows("hamlets.txt")),
+        streets=tuple(_rows("streets.txt")),
+    )
+
+
+class _Draw:
+    """Small helpers over a numpy Generator that read well in the grammar below."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def chance(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
+
+    def pick(self, seq):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def weighted(self, options: dict):
+        keys = list(options)
+        weights = np.fromiter(options.values(), dtype=float)
+        return keys[int(self.rng.choice(len(keys), p=weights / weights.sum()))]
+
+    def small_int(self, hi: int = 30) -> int:
+        return int(self.rng.integers(1, hi + 1))
+
+    def house_number(self) -> str:
+        # Log-uniform: small numbers are far more common on real streets than large ones.
+        n = str(int(np.exp(self.rng.uniform(0.0, np.log(1000.0)))))
+        if self.chance(0.06) and len(n) == 1:
+            n = "0" + n
+        if self.chance(0.15):
+            n += self.pick("ABCDEFGH")
+        if self.chance(0.22):
+            n += f"/{self.small_int(60)}"
+            if self.chance(0.3):
+                n += self.pick("ABCDE")
+            elif self.chance(0.12):
+                n += f"/{self.small_int(20)}"
+        return n
+
+
+def _street(d: _Draw, g: Gazetteer) -> str:
+    if d.chance(0.05):
+        road = d.weighted({"Quốc lộ": 4, "Quốc Lộ": 2, "QL": 2, "Tỉnh lộ": 2, "Hương lộ": 1, "Tỉnh Lộ": 1})
+        num = str(d.small_int(60)) + (d.pick("ABC") if d.chance(0.3) else "")
+        return f"{road}{'' if road == 'QL' and d.chance(0.5) else ' '}{num}"
+    return d.pick(g.streets)
+
+
+# Local words differ by region: "hẻm" and "ấp" are southern, "ngõ" and "xóm" northern, "kiệt" central.
+_URBAN_FORMS = {
+    "north": {"so_duong": 10, "so": 14, "so_comma": 6, "bare": 22, "bare_duong": 4, "ngo": 16, "to": 9,
+              "khupho": 2, "lo": 3, "none": 5},
+    "central": {"so_duong": 10, "so": 14, "so_comma": 6, "bare": 26, "bare_duong": 4, "ngo": 3, "kiet": 8,
+                "to": 9, "khupho": 3, "lo": 3, "none": 5},
+    "south": {"so_duong": 10, "so": 14, "so_comma": 6, "bare": 28, "bare_duong": 4, "hem": 9, "to": 8,
+              "khupho": 8, "lo": 3, "none": 5},
+}
+_RURAL_FORMS = {
+    "north": {"thon": 30, "xom": 25, "ban": 6, "khu": 10, "so_thon": 10, "road": 6, "street": 4, "none": 7},
+    "central": {"thon": 40, "xom": 4, "buon": 6, "khu": 10, "ap": 2, "so_thon": 10, "road": 6, "street": 5,
+                "none": 7},
+    "south": {"ap": 45, "thon": 3, "khu": 12, "so_thon": 14, "road": 6, "street": 6, "none": 7},
+}
+_UNIT_WORDS = {
+    "thon": {"Thôn": 4, "thôn": 1},
+    "ap": {"Ấp": 3, "ấp": 2},
+    "xom": {"Xóm": 3, "xóm": 1},
+    "ban": {"Bản": 3, "bản": 1},
+    "buon": {"Buôn": 3, "buôn": 1},
+}
+
+
+def _urban_house(d: _Draw, g: Gazetteer, region: str) -> str | None:
+    num, street = d.house_number(), _street(d, g)
+    form = d.weighted(_URBAN_FORMS[region])
+    so = d.weighted({"Số": 10, "số": 1, "Số nhà": 1, "SN": 0.5})
+    if form == "so_duong":
+        return f"{so} {num} {d.weighted({'đường': 3, 'Đường': 2, 'phố': 1, 'Phố': 1})} {street}"
+    if form == "so":
+        return f"{so} {num} {street}"
+    if form == "so_comma":
+        return f"{so} {num}, {street}"
+    if form == "bare":
+        return f"{num} {street}"
+    if form == "bare_duong":
+        return f"{num} đường {street}"
+    if form == "ngo":
+        lane = f"{d.weighted({'Ngõ': 4, 'ngõ': 3, 'Ngách': 1, 'ngách': 1})} {d.small_int(200)}"
+        if d.chance(0.3):
+            lane += f"/{d.small_int(60)}"
+        if d.chance(0.5):
+            return f"{so} {num}{d.pick([' ', ', '])}{lane} {street}"
+        return f"{lane}{d.pick([' ', ', '])}{street}"
+    if form == "hem":
+        alley = f"{d.small_int(400)}" + (f"/{d.small_int(40)}" if d.chance(0.4) else "")
+        if d.chance(0.5):
+            return f"{num} {d.weighted({'hẻm': 3, 'Hẻm': 2, 'HXH': 1})} {alley} {street}"
+        return f"{d.pick(['Hẻm', 'hẻm'])} {alley} {street}"
+    if form == "kiet":
+        if d.chance(0.5):
+            return f"K{d.small_int(200)}/{d.small_int(40)} {street}"
+        return f"{d.pick(['Kiệt', 'kiệt'])} {d.small_int(200)} {street}"
+    if form == "to":
+        parts = [f"{d.weighted({'Tổ': 4, 'tổ': 2, 'Tổ dân phố': 1})} {d.small_int(60)}"]
+        if d.chance(0.5):
+            parts.insert(0, f"{so} {num}")
+        if region == "south" and d.chance(0.5):
+            parts.append(f"{d.weighted({'KP': 2, 'Khu phố': 2, 'khu phố': 1})} {_block(d)}")
+        return ", ".join(parts)
+    if form == "khupho":
+        kp = f"{d.weighted({'Khu phố': 3, 'KP': 2, 'khu phố': 1, 'Kp': 0.5})} {_block(d)}"
+        return f"{so} {num}, {kp}" if d.chance(0.6) else kp
+    if form == "lo":
+        lo = f"{d.pick(['Lô', 'lô'])} {d.pick('ABCDEFGHJK')}{d.small_int(40)}"
+        return f"{lo}{d.pick([' ', ', '])}{street}" if d.chance(0.6) else f"Nhà {num}, {lo}"
+    return None
+
+
+def _block(d: _Draw) -> str:
+    return str(d.small_int(12)) + (d.pick("ABC") if d.chance(0.25) else "")
+
+
+def _rural_house(d: _Draw, g: Gazetteer, region: str) -> str | None:
+    form = d.weighted(_RURAL_FORMS[region])
+    if form in _UNIT_WORDS or form == "so_thon":
+        unit = form
+        if form == "so_thon":
+            unit = d.pick([u for u in _RURAL_FORMS[region] if u in ("thon", "ap", "xom")])
+        word = d.weighted(_UNIT_WORDS[unit])
+        name = d.pick(g.hamlets) if unit in ("ban", "buon") or d.chance(0.5) else str(d.small_int(20))
+        place = f"{word} {name}"
+        if form == "so_thon":
+            return f"{d.weighted({'Số': 4, 'số': 1})} {d.house_number()}, {place}"
+        return place
+    if form == "khu":
+        words = {"Khu": 3, "khu": 1, "Đội": 1, "Tổ": 2}
+        if region == "south":
+            words = {"Khóm": 3, "khóm": 1, "Tổ": 2, "Khu": 1}
+        return f"{d.weighted(words)} {d.small_int(15)}"
+    if form == "road":
+        return f"{d.house_number()} {_street(d, g)}" if d.chance(0.5) else f"Số {d.house_number()} {_street(d, g)}"
+    if form == "street":
+        return f"{d.house_number()} {d.pick(g.streets)}"
+    return None
+
+
+def _ward(d: _Draw, g: Gazetteer, district: District, province: Province) -> str:
+    if district.kind == "quan":
+        kind = "phuong"
+    elif district.kind == "huyen":
+        kind = "thitran" if d.chance(0.2) else "xa"
+    else:
+        kind = "phuong" if d.chance(0.8) else "xa"
+    if kind == "phuong":
+        numbered_share = 0.6 if district.name.isdigit() or province.name == "Hồ Chí Minh" else 0.08
+        if d.chance(numbered_share):
+            n = d.small_int(15)
+            name = f"{n:02d}" if d.chance(0.2) else str(n)
+        else:
+            name = d.pick(g.wards)
+        prefix = d.weighted({"Phường": 30, "phường": 3, "P.": 3, "P": 1, "F.": 0.3})
+        if prefix.endswith(".") and d.chance(0.5):
+            return prefix + name
+        return f"{prefix} {name}"
+    if kind == "thitran":
+        name = district.name if d.chance(0.6) and not district.name.isdigit() else d.pick(g.communes)
+        return f"{d.weighted({'Thị trấn': 10, 'Thị Trấn': 2, 'TT': 3, 'TT.': 2, 'thị trấn': 1})} {name}"
+    return f"{d.weighted({'Xã': 20, 'xã': 3, 'X.': 1})} {d.pick(g.communes)}"
+
+
+def _district(d: _Draw, district: District) -> str:
+    prefixes = {
+        "quan": {"Quận": 30, "quận": 3, "Q.": 3, "Q": 1 if district.name.isdigit() else 0},
+        "huyen": {"Huyện": 30, "huyện": 3, "H.": 2},
+        "thixa": {"Thị xã": 12, "Thị Xã": 2, "Tx": 3, "TX": 3, "TX.": 1, "thị xã": 2},
+        "thanhpho": {"Thành phố": 10, "Thành Phố": 4, "TP": 6, "TP.": 2, "Tp": 1, "thành phố": 1},
+    }[district.kind]
+    prefix = d.weighted(prefixes)
+    if prefix.endswith(".") and district.name.isdigit() and d.chance(0.6):
+        return prefix + district.name
+    return f"{prefix} {district.name}"
+
+
+def _province(d: _Draw, province: Province) -> str:
+    name = province.name
+    if province.variants and d.chance(0.2):
+        name = d.pick(province.variants)
+    if name == "HCM":
+        return d.weighted({"TP HCM": 3, "TP.HCM": 3, "TP. HCM": 1, "Tp.HCM": 1})
+    if province.kind == "city":
+        weights = {"": 5, "TP ": 2, "TP. ": 1, "Thành phố ": 1}
+        if province.name == "Hồ Chí Minh":
+            weights = {"": 1, "TP ": 10, "TP. ": 2, "Thành phố ": 2, "Tp ": 1}
+        return d.weighted(weights) + name
+    return d.weighted({"": 20, "Tỉnh ": 2, "tỉnh ": 1, "T. ": 0.3}) + name
+
+
+@functools.lru_cache(maxsize=1)
+def _province_weights() -> np.ndarray:
+    # Big cities dominate real address data; the rest share the remaining weight equally.
+    city_weight = {"Hồ Chí Minh": 0.2, "Hà Nội": 0.15, "Đà Nẵng": 0.05, "Hải Phòng": 0.04, "Cần Thơ": 0.03}
+    provinces = load_gazetteer().provinces
+    rest = 1.0 - sum(city_weight.values())
+    n_others = sum(p.name not in city_weight for p in provinces)
+    weights = np.array([city_weight.get(p.name, rest / n_others) for p in provinces])
+    return weights / weights.sum()
+
+
+def _pick_province(d: _Draw, g: Gazetteer) -> Province:
+    return g.provinces[int(d.rng.choice(len(g.provinces), p=_province_weights()))]
+
+
+# New-style tone placement ("hòa", "thủy") to old style ("hoà", "thuỷ"): both occur in real labels.
+_NEW_TO_OLD = {}
+for _tone in "\u0300\u0301\u0309\u0303\u0323":
+    for _a, _b in (("o", "a"), ("o", "e"), ("u", "y")):
+        for _case in (str.lower, str.upper):
+            _new = unicodedata.normalize("NFC", _case(_a) + _tone + _case(_b))
+            _old = unicodedata.normalize("NFC", _case(_a) + _case(_b) + _tone)
+            _NEW_TO_OLD[_new] = _old
+_OLD_STYLE = re.compile(r"(?<![qQ])(" + "|".join(_NEW_TO_OLD) + r")(?!\w)")
+
+
+def old_tone_style(text: str) -> str:
+    """Move the tone mark of open oa/oe/uy syllables to the second vowel ("Hòa" -> "Hoà")."""
+    return _OLD_STYLE.sub(lambda m: _NEW_TO_OLD[m.group(1)], text)
+
+
+def _compose(d: _Draw, g: Gazetteer) -> str:
+    province = _pick_province(d, g)
+    district = d.pick(g.districts[province.name])
+    rural = district.kind == "huyen"
+    if rural:
+        house = _rural_house(d, g, province.region)
+    else:
+        house = _urban_house(d, g, province.region)
+    parts = [house] if house else []
+    parts += [_ward(d, g, district, province), _district(d, district), _province(d, province)]
+    if d.chance(0.04):  # some writers leave the ward out
+        del parts[-3]
+    sep = ", " if d.chance(0.96) else d.pick([",", " , ", " - "])
+    return sep.join(parts)
+
+
+def generate_address(rng: np.random.Generator) -> str:
+    """One synthetic address line (NFC), drawn from `rng`.
+
+    Args:
+        rng: the random generator; the line depends only on its state.
+
+    Returns:
+        A label such as "Số 12 đường Trần Phú, Phường 3, Quận 5, TP Hồ Chí Minh".
+    """
+    g = load_gazetteer()
+    d = _Draw(rng)
+    best = None
+    for _ in range(8):
+        text = _compose(d, g)
+        if MIN_CHARS <= len(text) <= MAX_CHARS:
+            best = text
+            break
+        if best is None or abs(len(text) - 48) < abs(len(best) - 48):
+            best = text
+    if d.chance(0.5):
+        best = old_tone_style(best)
+    if d.chance(0.015):  # some people write forms in capitals
+        best = best.upper()
+    return unicodedata.normalize("NFC", best)
+
+
+def generate_texts(n: int, seed: int = 0) -> list[str]:
+    """`n` synthetic address lines. Line i depends only on (seed, i), so shorter lists are prefixes.
+
+    Args:
+        n: how many lines.
+        seed: a non-negative integer.
+
+    Returns:
+        The lines, NFC-normalised.
+
+    Example:
+        >>> texts = generate_texts(3, seed=0)
+        >>> len(texts)
+        3
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0. Received: n={n}")
+    return [generate_address(line_rng(seed, TEXT_STREAM, i)) for i in range(n)]
