@@ -42,3 +42,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# The vhrmodel tests' fixtures (a synthetic line store, a tiny model trained on it) live in their own module.
+from vhrmodel_fixtures import line_store, trained_run  # noqa: E402,F401

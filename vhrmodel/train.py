@@ -249,22 +249,51 @@ class TrainBatches(keras.utils.PyDataset):
         self.provider.on_epoch_end()
 
 
-def as_tf_dataset(batches: TrainBatches, height: int):
-    """`batches` as a tf.data.Dataset (one pass = one epoch), for tf.distribute input."""
+def tf_input(epoch_batches: Callable[[int], Iterator[Any]], steps: int, height: int, downsample: int,
+             first_epoch: int = 0):
+    """A tf.data.Dataset over `epoch_batches(epoch)`; each new pass runs the next epoch.
+
+    Used with the TensorFlow backend instead of a PyDataset: Keras would infer the tensor
+    shapes of a PyDataset from its first two batches and fix any dimension they happen to
+    share (a label length, a width), failing on the first batch that differs. Here both
+    dimensions are declared variable.
+    """
+    import itertools
+
     import tensorflow as tf
 
+    epochs = itertools.count(first_epoch)
+
     def generate():
-        for i in range(len(batches)):
-            yield batches[i]
-        batches.on_epoch_end()
+        for b in epoch_batches(next(epochs)):
+            yield b.images[..., None], frames_target(b.widths, b.labels, downsample)
 
     signature = (tf.TensorSpec((None, height, None, 1), tf.uint8), tf.TensorSpec((None, None), tf.int32))
     data = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    data = data.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    data = data.apply(tf.data.experimental.assert_cardinality(steps))
     options = tf.data.Options()
-    # Each worker already reads only its own shard of the store.
+    # Under tf.distribute each worker already reads only its own shard of the store.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return data.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return data.with_options(options).prefetch(2)
+
+
+def _threaded(get_batch: Callable[[int], Any], n: int, workers: int) -> Iterator[Any]:
+    """get_batch(0..n-1) in order, computed `workers` threads ahead."""
+    if workers <= 0:
+        yield from (get_batch(i) for i in range(n))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque(pool.submit(get_batch, i) for i in range(min(n, 2 * workers)))
+        nxt = len(pending)
+        while pending:
+            batch = pending.popleft().result()
+            if nxt < n:
+                pending.append(pool.submit(get_batch, nxt))
+                nxt += 1
+            yield batch
 
 
 class RecordsBatches:
@@ -324,6 +353,13 @@ class RecordsBatches:
         self.epoch += 1
         self._plan()
 
+    def epoch_batches(self, epoch: int, workers: int = 0) -> Iterator[LineBatch]:
+        """Every batch of `epoch`, built by `workers` threads (image decoding releases the GIL)."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._plan()
+        return _threaded(self.get_batch, len(self.plan), workers)
+
 
 # --------------------------------------------------------------------------------------------
 # Sources: the store (fast) or its records (slow)
@@ -333,7 +369,9 @@ class RecordsBatches:
 class DataSource:
     """Training and validation input of one run, whichever path produces it."""
 
-    train: Any  # keras-consumable dataset yielding (x, frames_target y)
+    provider: Any  # len(), get_batch(i), on_epoch_end(): random access for a PyDataset
+    epoch_batches: Callable[[int], Iterator[Any]]  # the batches of one epoch, in order
+    use_processes: bool  # whether PyDataset workers should be processes (else threads)
     val_batches: Callable[[], Iterator[LineBatch]]  # un-augmented validation batches
     train_size: int
     val_size: int
@@ -366,12 +404,12 @@ def _limited(batches: Iterable, limit: int | None) -> Iterator[LineBatch]:
         seen += n
 
 
-def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None, downsample: int,
+def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None,
                  num_shards: int = 1, shard_index: int = 0, epoch: int = 0) -> DataSource:
     """Fast path: stream preprocessed batches from the LMDB store.
 
-    Keras runs `config.workers` processes that each read, pad and augment whole batches
-    (the store reader is picklable and reopens its shards per process).
+    `config.workers` processes each read, pad and augment whole batches (the store reader is
+    picklable and reopens its shards per process).
     """
     _check_splits(store, config)
     train_split = store.split(config.train_split)
@@ -381,13 +419,18 @@ def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callab
         plan.update(shard_index=shard_index, num_shards=num_shards)
     provider = train_split.keras_dataset(config.batch_size, epoch=epoch, charset=charset, transform=augmenter,
                                          workers=0, **plan)
-    train = TrainBatches(provider, downsample, workers=config.workers, use_multiprocessing=True)
+
+    def epoch_batches(e: int) -> Iterator[Any]:
+        return train_split.batches(config.batch_size, epoch=e, charset=charset, transform=augmenter,
+                                   workers=config.workers, **plan)
 
     def val_batches() -> Iterator[LineBatch]:
         return _limited(val_split.batches(config.batch_size, shuffle=False, charset=charset), config.val_limit)
 
     return DataSource(
-        train=train,
+        provider=provider,
+        epoch_batches=epoch_batches,
+        use_processes=True,
         val_batches=val_batches,
         train_size=len(train_split) // num_shards,
         val_size=len(val_split) if config.val_limit is None else min(len(val_split), config.val_limit),
@@ -414,7 +457,7 @@ def records_location(store, records: str | Path | None) -> Path:
     return path
 
 
-def records_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None, downsample: int,
+def records_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None,
                    records: str | Path | None = None, epoch: int = 0) -> DataSource:
     """Slow path: decode and preprocess the store's lines from their image files every epoch.
 
@@ -437,7 +480,6 @@ def records_source(store, config: TrainConfig, charset: Charset, augmenter: Call
         frames[name] = rows.reset_index()
     provider = RecordsBatches(frames[config.train_split], store.settings, charset, config.batch_size, shuffle=True,
                               seed=config.seed, transform=augmenter, epoch=epoch)
-    train = TrainBatches(provider, downsample, workers=config.workers, use_multiprocessing=False)
     val_frame = frames[config.val_split]
     if config.val_limit is not None:
         val_frame = val_frame.iloc[: config.val_limit]
@@ -446,7 +488,8 @@ def records_source(store, config: TrainConfig, charset: Charset, augmenter: Call
     def val_batches() -> Iterator[LineBatch]:
         return (val.get_batch(i) for i in range(len(val)))
 
-    return DataSource(train=train, val_batches=val_batches, train_size=len(frames[config.train_split]),
+    return DataSource(provider=provider, epoch_batches=lambda e: provider.epoch_batches(e, config.workers),
+                      use_processes=False, val_batches=val_batches, train_size=len(frames[config.train_split]),
                       val_size=len(val_frame), description={"input": "records", "records": str(path)})
 
 
@@ -836,15 +879,19 @@ def train(
                                       max_width=aug_cfg.max_width or int(store.settings.max_width))
         augmenter = BatchAugmenter(aug_cfg, seed=config.seed)
     if config.fast:
-        source = store_source(store, data_config, charset, augmenter, downsample, num_shards=num_shards,
+        source = store_source(store, data_config, charset, augmenter, num_shards=num_shards,
                               shard_index=shard_index, epoch=initial_epoch)
     else:
-        source = records_source(store, data_config, charset, augmenter, downsample, records=records,
+        source = records_source(store, data_config, charset, augmenter, records=records,
                                 epoch=initial_epoch)
-    train_data = as_tf_dataset(source.train, store.settings.height) if strategy is not None else source.train
+    steps = len(source.provider)
+    if keras.backend.backend() == "tensorflow":
+        train_data = tf_input(source.epoch_batches, steps, store.settings.height, downsample, initial_epoch)
+    else:
+        train_data = TrainBatches(source.provider, downsample, workers=config.workers,
+                                  use_multiprocessing=source.use_processes)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = len(source.train)
     if config.steps_per_epoch is not None:
         steps = min(config.steps_per_epoch, steps)
     validation = ValidationCER(source, out_dir / BEST_MODEL, charset, best=state.get("best_val_cer"),
@@ -871,7 +918,7 @@ def train(
     log.info("training %s (%d params) on %d lines, validating on %d, %s input",
              model.name, model.count_params(), source.train_size, source.val_size, source.description["input"])
     model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
-              callbacks=callbacks, verbose=0)
+              callbacks=callbacks, verbose=0, shuffle=False)  # the inputs shuffle themselves, per seed
 
     if not (out_dir / BEST_MODEL).exists():
         # val CER never beat the resumed best (or was NaN): still leave a usable model.

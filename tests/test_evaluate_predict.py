@@ -1,0 +1,136 @@
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from vhrmodel_fixtures import TEXTS, build_line_store
+
+from vhrdata.errors import ModelFileError, StoreError
+from vhrdata.store import open_store
+from vhrmodel.artifact import load_model, model_settings, read_model_info, save_model
+from vhrmodel.evaluate import evaluate
+from vhrmodel.metrics import cer
+from vhrmodel.predict import Recognizer, pad_images
+from vhrmodel.presets import build_model
+
+
+@pytest.fixture(scope="module")
+def untrained_model(line_store, tmp_path_factory) -> Path:
+    """A tiny model with the store's charset and settings but random weights: every line is wrong."""
+    store = open_store(line_store)
+    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
+    return save_model(model, tmp_path_factory.mktemp("untrained") / "model.keras")
+
+
+def record_paths(line_store) -> dict[str, str]:
+    """id -> image path of the store's lines (from the records it was built from)."""
+    from vhrdata.records import read_records
+
+    df = read_records(open_store(line_store).index["build"]["records"])
+    return dict(zip(df["id"], df["path"]))
+
+
+def test_predict_prepares_exactly_the_store_tensors(line_store, untrained_model):
+    rec = Recognizer(untrained_model)
+    paths = record_paths(line_store)
+    assert rec.settings == open_store(line_store).settings
+    for sample in open_store(line_store).split("test"):
+        np.testing.assert_array_equal(rec.prepare(paths[sample.id]), sample.image)
+        np.testing.assert_array_equal(rec.prepare(Path(paths[sample.id]).read_bytes()), sample.image)
+
+
+def test_saved_and_reloaded_model_predicts_identically(line_store, untrained_model, tmp_path):
+    first = load_model(untrained_model)
+    again = load_model(save_model(first, tmp_path / "copy.keras"))
+    images = [s.image for s in open_store(line_store).split("val")][:5]
+    batch, _ = pad_images(images)
+    np.testing.assert_array_equal(np.asarray(first.predict_on_batch(batch[..., None])),
+                                  np.asarray(again.predict_on_batch(batch[..., None])))
+    assert again.alphabet == first.alphabet and model_settings(again) == model_settings(first)
+
+
+def test_recognize_keeps_input_order_and_reports_confidence_and_time(line_store, untrained_model):
+    rec = Recognizer(untrained_model)
+    paths = list(record_paths(line_store).values())[:6]
+    one = rec.recognize(paths, batch_size=1)
+    several = rec.recognize(paths, batch_size=4)
+    assert [p.source for p in several] == paths
+    assert all(0.0 < p.confidence <= 1.0 and p.ms > 0 for p in one)
+    alone = [rec.recognize([p])[0].text for p in paths]
+    assert [p.text for p in one] == alone
+
+
+def test_evaluate_writes_metrics_report_and_worst_lines(line_store, untrained_model, tmp_path):
+    out = tmp_path / "eval"
+    m = evaluate(untrained_model, line_store, out, split="test", worst=5, batch_size=4)
+    assert m["lines"] == len(TEXTS)
+    assert m["cer"] > 0.5  # random weights
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("cer", "wer", "ser", "cer_no_diacritics", "per_writer", "ms_per_line_model", "params"):
+        assert key in saved
+    assert set(saved["per_writer"]) == {"w0", "w1", "w2", "w3"}
+    assert "| CER |" in (out / "metrics.md").read_text()
+    pngs = sorted((out / "worst").glob("*.png"))
+    assert len(pngs) == 5
+    listing = (out / "worst" / "index.md").read_text()
+    html = (out / "worst" / "index.html").read_text()
+    for png in pngs:
+        assert png.name in listing and png.name in html
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    worst_cer = sorted((x["cer"] for x in lines), reverse=True)[:5]
+    assert f"{100 * worst_cer[0]:.2f} %" in listing.splitlines()[4]  # rank 1 is the worst line
+
+
+def test_evaluate_refuses_a_store_of_other_preprocessing(untrained_model, tmp_path):
+    other = build_line_store(tmp_path, texts=TEXTS[:3], height=40)
+    with pytest.raises(StoreError, match="height"):
+        evaluate(untrained_model, other, tmp_path / "eval", split="test")
+
+
+def test_evaluate_refuses_a_missing_split(line_store, untrained_model, tmp_path):
+    with pytest.raises(StoreError, match="no 'nope' split|no 'nope' lines"):
+        evaluate(untrained_model, line_store, tmp_path / "eval", split="nope")
+
+
+def test_model_without_charset_is_refused(tmp_path):
+    inputs = keras.Input((32, None, 1))
+    plain = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(ModelFileError, match="lacks its charset and preprocessing"):
+        load_model(tmp_path / "plain.keras")
+    bare = build_model("tiny", num_classes=4, height=32)
+    bare.save(tmp_path / "bare.keras")
+    with pytest.raises(ModelFileError, match="charset"):
+        Recognizer(tmp_path / "bare.keras")
+
+
+def test_unreadable_model_files_are_refused(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "missing.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="not a Keras model archive"):
+        read_model_info(tmp_path / "junk.keras")
+    with pytest.raises(ModelFileError, match="is a folder"):
+        load_model(tmp_path)
+
+
+def test_model_file_carries_charset_and_settings(line_store, untrained_model):
+    info = read_model_info(untrained_model)
+    store = open_store(line_store)
+    assert info["alphabet"] == store.alphabet
+    assert info["preprocessing"] == store.settings.to_dict()
+    assert "config.json" in zipfile.ZipFile(untrained_model).namelist()
+
+
+@pytest.mark.slow
+def test_trained_model_reads_its_lines_from_the_image_files(line_store, trained_run, tmp_path):
+    run, _ = trained_run
+    paths = record_paths(line_store)
+    test_ids = [s.id for s in open_store(line_store).split("test")]
+    truths = [s.text for s in open_store(line_store).split("test")]
+    preds = Recognizer(run / "model.keras").recognize([paths[i] for i in test_ids])
+    assert cer(truths, [p.text for p in preds]) < 0.05
+    m = evaluate(run / "model.keras", line_store, tmp_path / "eval", split="test", decoder="beam", beam_width=4)
+    assert m["cer"] < 0.05 and m["decoder"] == "beam"

@@ -1,0 +1,210 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from vhrmodel_fixtures import TEXTS, build_line_store, overfit_config
+
+from vhrdata.errors import StoreError, TrainingError
+from vhrmodel.artifact import load_model, save_model, transfer_weights
+from vhrmodel.losses import ctc_loss
+from vhrmodel.presets import build_model
+from vhrmodel.train import (
+    BEST_MODEL,
+    HISTORY,
+    LAST_MODEL,
+    STATE,
+    SUMMARY,
+    FramesCTCLoss,
+    RecordsBatches,
+    TrainConfig,
+    bucket_order,
+    frames_target,
+    set_bn_momentum,
+    train,
+    worker_shard,
+)
+
+
+def history(run):
+    with open(run / HISTORY, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def quick_config(**overrides):
+    return overfit_config(**{"epochs": 2, "grid_samples": 2, **overrides})
+
+
+@pytest.mark.slow
+def test_tiny_preset_overfits_16_lines(trained_run):
+    run, summary = trained_run
+    assert summary["best_val_cer"] < 0.05
+    rows = history(run)
+    assert len(rows) == summary["epochs_run"] == 55
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0] / 10
+    assert {"val_cer", "val_loss", "learning_rate"} <= set(rows[0])
+    for name in (BEST_MODEL, LAST_MODEL, SUMMARY, STATE):
+        assert (run / name).is_file()
+    assert (run / "samples" / "epoch_055.png").is_file()
+    saved = json.loads((run / SUMMARY).read_text())
+    assert saved["params"] == summary["params"] > 0
+    assert saved["train_samples_per_s"] > 0
+    assert saved["best_val_cer"] == min(float(r["val_cer"]) for r in rows)
+
+
+def test_loss_decreases_with_augmentation_in_worker_processes(line_store, tmp_path):
+    run = tmp_path / "run"
+    summary = train(line_store, run, quick_config(epochs=4, augment=True, workers=1))
+    losses = [float(r["loss"]) for r in history(run)]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0]
+    assert summary["config"]["augment_config"]["p_elastic"] > 0
+    assert summary["input"] == "lmdb"
+    assert summary["train_samples"] == 4 * len(TEXTS)
+
+
+def test_resume_continues_epochs_and_optimizer_state(line_store, tmp_path):
+    run = tmp_path / "run"
+    train(line_store, run, quick_config(epochs=2))
+    steps_per_epoch = len(TEXTS) // 4
+    assert int(load_model(run / LAST_MODEL, compile=True).optimizer.iterations) == 2 * steps_per_epoch
+
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(line_store, run, quick_config(epochs=3))
+    with pytest.raises(TrainingError, match="already trained 2 epochs"):
+        train(line_store, run, quick_config(epochs=2), resume=True)
+
+    summary = train(line_store, run, quick_config(epochs=3), resume=True)
+    assert summary["resumed_from_epoch"] == 2
+    assert summary["epochs_this_call"] == 1
+    assert [r["epoch"] for r in history(run)] == ["0", "1", "2"]
+    assert json.loads((run / STATE).read_text())["epoch"] == 3
+    assert int(load_model(run / LAST_MODEL, compile=True).optimizer.iterations) == 3 * steps_per_epoch
+
+
+def test_resume_needs_a_run(line_store, tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(line_store, tmp_path / "empty", quick_config(), resume=True)
+    with pytest.raises(TrainingError, match="exclude each other"):
+        train(line_store, tmp_path / "x", quick_config(), resume=True, init_from=tmp_path / "m.keras")
+
+
+def test_init_from_maps_the_output_layer_by_character(line_store, tmp_path):
+    source_run = tmp_path / "source"
+    train(line_store, source_run, quick_config(epochs=1, grid_samples=0))
+    new_texts = TEXTS[:8] + ["Gò Vấp", "Quy Nhơn"]
+    other = build_line_store(tmp_path / "other", texts=new_texts)
+    summary = train(other, tmp_path / "ft", quick_config(epochs=1, grid_samples=0),
+                    init_from=source_run / BEST_MODEL)
+    transfer = summary["transfer"]
+    assert set(transfer["new_chars"]) == set("".join(new_texts)) - set("".join(TEXTS))
+    assert "logits" in transfer["copied_layers"] and not transfer["skipped_layers"]
+    assert load_model(tmp_path / "ft" / BEST_MODEL).alphabet == "".join(sorted(set("".join(new_texts))))
+
+
+def test_transfer_weights_copies_shared_characters_and_keeps_new_ones_fresh():
+    settings = {"height": 32, "max_width": 512, "binarize": "none", "crop_margins": False, "normalize_contrast": False}
+    src = build_model("tiny", alphabet="abc", preprocessing=settings)
+    dst = build_model("tiny", alphabet="bcd", preprocessing=settings)
+    fresh_kernel = dst.get_layer("logits").get_weights()[0].copy()
+    report = transfer_weights(src, dst)
+    (sk, sb), (dk, db) = src.get_layer("logits").get_weights(), dst.get_layer("logits").get_weights()
+    np.testing.assert_array_equal(dk[:, [0, 1, 2]], sk[:, [0, 2, 3]])  # blank, b, c
+    np.testing.assert_array_equal(db[[0, 1, 2]], sb[[0, 2, 3]])
+    np.testing.assert_array_equal(dk[:, 3], fresh_kernel[:, 3])  # d keeps its initialisation
+    assert report["new_chars"] == "d" and report["dropped_chars"] == "a"
+    for a, b in zip(src.get_layer("stage1_block1").get_weights(), dst.get_layer("stage1_block1").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_slow_path_reads_the_same_tensors_as_the_store(line_store, tmp_path):
+    from vhrdata.store import open_store
+
+    store = open_store(line_store)
+    records = store.index["build"]["records"]
+    from vhrdata.records import read_records
+
+    df = read_records(records)
+    df = df[df["split"] == "train"].reset_index(drop=True)
+    batches = RecordsBatches(df, store.settings, store.charset(), batch_size=4, shuffle=False)
+    by_id = {s.id: s for s in store.split("train")}
+    for i in range(len(batches)):
+        b = batches.get_batch(i)
+        for j, rec_id in enumerate(b.ids):
+            np.testing.assert_array_equal(b.images[j, :, : b.widths[j]], by_id[rec_id].image)
+            assert b.texts[j] == by_id[rec_id].text
+        padding = np.arange(b.images.shape[2])[None, None, :] >= b.widths[:, None, None]
+        assert np.all(b.images[np.broadcast_to(padding, b.images.shape)] == 255)
+
+    summary = train(line_store, tmp_path / "slow", quick_config(epochs=1, fast=False, grid_samples=0))
+    assert summary["input"] == "records" and summary["records"].endswith("records.parquet")
+
+
+def test_slow_path_without_records_asks_for_them(line_store, tmp_path):
+    with pytest.raises(TrainingError, match="records file"):
+        train(line_store, tmp_path / "r", quick_config(fast=False), records=tmp_path / "nowhere")
+
+
+def test_store_without_val_lines_is_refused(tmp_path):
+    store = build_line_store(tmp_path, texts=TEXTS[:4], val_copies=False)
+    with pytest.raises(TrainingError, match="no 'val' lines"):
+        train(store, tmp_path / "run", quick_config())
+
+
+def test_missing_store_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError):
+        train(tmp_path / "no-store", tmp_path / "run", quick_config())
+
+
+def test_frames_ctc_loss_uses_each_lines_frames():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 10, 4)).astype("float32")
+    labels = np.array([[1, 2, 0], [3, 0, 0]], np.int32)
+    y = frames_target(np.array([24, 40]), labels, downsample=4)
+    np.testing.assert_array_equal(y, [[6, 1, 2, 0], [10, 3, 0, 0]])
+    per_line = np.asarray(ctc_loss(labels, logits, np.array([2, 1]), np.array([6, 10])))
+    got = float(np.asarray(FramesCTCLoss()(y, logits)))
+    np.testing.assert_allclose(got, per_line.mean(), rtol=1e-5)
+    # frames past the logits are clipped to T rather than read out of bounds
+    too_long = frames_target(np.array([400, 400]), labels, downsample=4)
+    full = np.asarray(ctc_loss(labels, logits, np.array([2, 1]), np.array([10, 10]))).mean()
+    np.testing.assert_allclose(float(np.asarray(FramesCTCLoss()(too_long, logits))), full, rtol=1e-5)
+
+
+def test_bucket_order_covers_every_line_once_and_groups_widths():
+    widths = np.arange(100)[::-1] * 3
+    batches = bucket_order(widths, 10, np.random.default_rng(0), window=10)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(100))
+    assert all(np.ptp(widths[b]) <= 27 for b in batches)  # one window = the whole set, sorted
+
+
+def test_set_bn_momentum_reaches_nested_layers():
+    model = build_model("tiny", num_classes=5, height=32)
+    n = set_bn_momentum(model, 0.9)
+    assert n >= 5  # stem + two per residual block + shortcuts
+    with pytest.raises(ValueError, match="bn_momentum"):
+        set_bn_momentum(model, 1.0)
+
+
+def test_worker_shard_reads_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert worker_shard() == (0, 1)
+    cluster = {"cluster": {"worker": ["a:1", "b:1", "c:1"]}, "task": {"type": "worker", "index": 2}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    assert worker_shard() == (2, 3)
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0)
+
+
+def test_save_model_refuses_a_model_without_charset(tmp_path):
+    from vhrdata.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="charset"):
+        save_model(build_model("tiny", num_classes=5, height=32), tmp_path / "m.keras")
