@@ -36,6 +36,10 @@ class StorePyDataset(keras.utils.PyDataset):
         **kwargs: the other arguments of `SplitDataset.batches` (shuffle, seed, bucket_window,
             shard_index, num_shards, charset, transform, drop_remainder).
 
+    Caveat: on the TensorFlow backend `model.fit` fixes the tensor shapes it sees in the first two
+    batches, so a width or label length they happen to share breaks a later batch; there, use
+    `tf_dataset`, which declares both dimensions variable. JAX and torch are not affected.
+
     Example:
         >>> train = open_store("store").split("train").keras_dataset(32, seed=0)  # doctest: +SKIP
         >>> model.fit(train, epochs=10)  # doctest: +SKIP
