@@ -3,9 +3,10 @@
 Prints one JSON object. Each run writes a full dataset (render, encode, write files, annotations)
 into a temporary folder with `vhrdata.synth.synthesize`, so the numbers include everything
 `vhrdata synth` does. `load_avg` is the 1-minute load average at the start: on a shared machine
-a high value means the 2-worker number is limited by other processes, not by the generator.
+a high value means the wall-clock numbers are limited by other processes, not by the generator;
+`lines_per_cpu_s` (lines per CPU-second, workers included) is then the better measure of one core.
 
-    .venv/bin/python benchmarks/synth.py [--lines 400] [--writers 8] [--layout kalapa] [--height 96]
+    .venv/bin/python benchmarks/synth.py [--lines 400] [--writers 8] [--layout kalapa] [--height 96] [--tmp DIR]
 """
 
 from __future__ import annotations
@@ -13,11 +14,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from vhrdata.synth import find_fonts, synthesize
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool workers, once joined)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def run_once(args: argparse.Namespace, workers: int) -> dict:
+    """Time one synthesize() call; meant to run in a fresh process so no cache starts warm."""
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        out = Path(tmp) / "out"
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        summary = synthesize(out, lines=args.lines, writers=args.writers, seed=0, layout=args.layout,
+                             workers=workers, height=args.height)
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {
+        "seconds": round(seconds, 2),
+        "lines_per_s": round(args.lines / seconds, 1),
+        "cpu_seconds": round(cpu, 2),
+        "lines_per_cpu_s": round(args.lines / cpu, 1),
+        "bytes_per_line": size // args.lines,
+        "fonts_used": len(summary["fonts"]),
+    }
 
 
 def main() -> None:
@@ -27,7 +55,12 @@ def main() -> None:
     ap.add_argument("--layout", default="kalapa", choices=["kalapa", "iam"])
     ap.add_argument("--height", type=int, default=96)
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
+    ap.add_argument("--tmp", default=None, help="folder for the temporary output (file writes can be slow on /tmp)")
+    ap.add_argument("--once", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.once is not None:
+        print(json.dumps(run_once(args, args.once)))
+        return
 
     result = {
         "benchmark": "synth",
@@ -38,21 +71,14 @@ def main() -> None:
         "fonts": len(find_fonts()),
         "cpu_count": os.cpu_count(),
         "load_avg": round(os.getloadavg()[0], 2),
+        "tmp": args.tmp or tempfile.gettempdir(),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for workers in (int(w) for w in args.workers.split(",")):
-            out = Path(tmp) / f"w{workers}"
-            t0 = time.perf_counter()
-            summary = synthesize(out, lines=args.lines, writers=args.writers, seed=0, layout=args.layout,
-                                 workers=workers, height=args.height)
-            seconds = time.perf_counter() - t0
-            size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-            result[f"workers_{workers}"] = {
-                "seconds": round(seconds, 2),
-                "lines_per_s": round(args.lines / seconds, 1),
-                "bytes_per_line": size // args.lines,
-                "fonts_used": len(summary["fonts"]),
-            }
+    common = ["--lines", str(args.lines), "--writers", str(args.writers), "--layout", args.layout,
+              "--height", str(args.height)] + (["--tmp", args.tmp] if args.tmp else [])
+    for workers in (int(w) for w in args.workers.split(",")):
+        done = subprocess.run([sys.executable, __file__, *common, "--once", str(workers)],
+                              check=True, capture_output=True, text=True)
+        result[f"workers_{workers}"] = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(result, indent=1))
 
 

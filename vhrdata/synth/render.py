@@ -137,11 +137,12 @@ def _make_writer(index: int, font: str, rng: np.random.Generator, height: int) -
     h = int(round(height * rng.uniform(0.94, 1.06)))
     ink = int(rng.uniform(10, 95))
     paper = int(rng.uniform(max(212, ink + 110), 248))
-    strokes, weights = [-1, 0, 1, 2], [0.1, 0.4, 0.35, 0.15]
+    # Real pen strokes are thin and even: bold faces get thinned, light ones thickened.
+    strokes, weights = [-1, 0, 1, 2], [0.2, 0.5, 0.25, 0.05]
     if bold:
-        weights = [0.3, 0.6, 0.1, 0.0]
+        weights = [0.6, 0.4, 0.0, 0.0]
     if light:
-        weights = [0.0, 0.1, 0.5, 0.4]
+        weights = [0.0, 0.2, 0.6, 0.2]
     slant = float(np.clip(rng.normal(0.16, 0.12), -0.12, 0.45))
     if italic:  # the font already leans
         slant = float(np.clip(slant - 0.12, -0.15, 0.3))
@@ -157,7 +158,7 @@ def _make_writer(index: int, font: str, rng: np.random.Generator, height: int) -
         tracking=float(rng.uniform(-0.05, 0.05)),
         spacing_jitter=float(rng.uniform(0.0, 0.08)),
         word_gap=float(rng.uniform(0.9, 1.8)),
-        baseline_jitter=float(rng.uniform(0.0, 0.025) * h),
+        baseline_jitter=float(rng.uniform(0.0, 0.012) * h),
         baseline_drift=float(rng.uniform(0.0, 0.05) * h),
         size_jitter=float(rng.uniform(0.0, 0.07)),
         slant_jitter=float(rng.uniform(0.0, 0.09)),
@@ -167,7 +168,7 @@ def _make_writer(index: int, font: str, rng: np.random.Generator, height: int) -
         blur=float(rng.choice([0.0, rng.uniform(0.3, 1.1)], p=[0.3, 0.7])),
         noise=float(rng.uniform(1.0, 8.0)),
         paper=paper,
-        texture=float(rng.uniform(0.0, 5.0)),
+        texture=float(rng.uniform(0.0, 3.0)),
     )
 
 
@@ -216,9 +217,9 @@ def _layout(text: str, writer: WriterStyle, rng: np.random.Generator, pad: int) 
     """Draw the glyphs of `text` on a coverage canvas (uint8, 255 = ink); return it and the baseline y."""
     h = writer.height
     n = len(text)
-    sizes = np.clip(writer.size * (1 + writer.size_jitter * rng.standard_normal(n)), 0.8 * writer.size,
-                    1.2 * writer.size)
-    sizes = np.maximum(6, np.rint(sizes)).astype(int)
+    # Three sizes per writer, not a continuum: every (font, size, char) glyph is rasterised once per process.
+    levels = np.maximum(6, np.rint(writer.size * (1 + writer.size_jitter * np.array([-1.5, 0.0, 1.5])))).astype(int)
+    sizes = levels[rng.choice(3, size=n, p=[0.25, 0.5, 0.25])]
     advance_jitter = 1 + writer.spacing_jitter * rng.standard_normal(n)
     lift = writer.baseline_jitter * rng.standard_normal(n)
     glyphs = []
@@ -307,7 +308,7 @@ def render_line(text: str, writer: WriterStyle, rng: np.random.Generator) -> np.
     # Paper: texture and uneven lighting vary slowly, so they are drawn small and upsampled.
     step = 8
     low = np.float32(writer.paper) + writer.texture * _smooth_noise(rng, (h // step + 2, w // step + 2), cell=6)
-    low += np.linspace(0, rng.uniform(-10, 10), low.shape[1], dtype=np.float32)[None, :]
+    low += np.linspace(0, rng.uniform(-6, 6), low.shape[1], dtype=np.float32)[None, :]
     paper = cv2.resize(low, (low.shape[1] * step, low.shape[0] * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
     image = paper - (paper - np.float32(writer.ink)) * mask
     image += np.float32(writer.noise) * _noise_patch(rng, h, w)
