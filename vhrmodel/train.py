@@ -16,7 +16,8 @@ The best checkpoint is chosen by validation CER, not by loss: CTC loss keeps fal
 confidently wrong lines long after the text stops improving.
 
 A run folder holds `model.keras` (best by val CER), `last.keras` (with optimizer state),
-`history.csv`, `train.json`, `state.json` (what `resume` needs), `samples/` (a PNG grid of
+`history.csv`, `train.json`, `state.json` (what `resume` needs), `charlm.json` (a character
+n-gram LM of the training labels only, for beam search), `samples/` (a PNG grid of
 validation predictions per epoch) and `tensorboard/`.
 """
 
@@ -48,6 +49,7 @@ LAST_MODEL = "last.keras"
 HISTORY = "history.csv"
 SUMMARY = "train.json"
 STATE = "state.json"
+CHAR_LM = "charlm.json"
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -78,6 +80,8 @@ class TrainConfig:
             a lower value such as 0.9, or the inference-mode statistics lag the weights and
             validation looks far worse than training.
         grid_samples: validation lines drawn in the per-epoch PNG grid (0 = no grid).
+        time_limit: stop after the epoch during which this many seconds of this call have
+            passed (None = no limit); the run can be resumed later.
         tensorboard: write TensorBoard logs (TensorFlow must be importable).
         train_split: split to train on.
         val_split: split to validate on.
@@ -100,6 +104,7 @@ class TrainConfig:
     clipnorm: float | None = 5.0
     bn_momentum: float | None = None
     grid_samples: int = 8
+    time_limit: float | None = None
     tensorboard: bool = True
     train_split: str = "train"
     val_split: str = "val"
@@ -653,6 +658,22 @@ class Progress(keras.callbacks.Callback):
         self.callback({"event": "epoch_end", "epoch": epoch + 1, "epochs": self.epochs, "logs": dict(logs or {})})
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at the end of the epoch in which `seconds` have passed since `started`."""
+
+    def __init__(self, seconds: float, started: float):
+        super().__init__()
+        self.seconds = seconds
+        self.started = started
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() - self.started >= self.seconds:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch + 1
+            log.info("time limit of %.0f s reached after epoch %d", self.seconds, epoch + 1)
+
+
 class Throughput(keras.callbacks.Callback):
     """Times the training steps (data wait included), not validation or checkpointing.
 
@@ -758,6 +779,16 @@ def _build(config: TrainConfig, alphabet: str, settings_dict: dict[str, Any], in
     if report["skipped_layers"]:
         log.warning("init from %s: layers not copied (shapes differ): %s", init_from, report["skipped_layers"])
     return model, report
+
+
+def write_char_lm(texts: Iterable[str], path: Path, order: int = 5) -> Path:
+    """Fit a `CharNgramLM` on `texts` (training labels only) and write it as JSON."""
+    from vhrmodel.decoding import CharNgramLM
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(CharNgramLM(order=order).fit(texts).to_json(), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def set_bn_momentum(model, momentum: float) -> int:
@@ -892,6 +923,7 @@ def train(
                                   use_multiprocessing=source.use_processes)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_char_lm((sample.text for sample in store.split(config.train_split)), out_dir / CHAR_LM)
     if config.steps_per_epoch is not None:
         steps = min(config.steps_per_epoch, steps)
     validation = ValidationCER(source, out_dir / BEST_MODEL, charset, best=state.get("best_val_cer"),
@@ -912,6 +944,9 @@ def train(
     if config.grid_samples:
         callbacks.append(PredictionGrid(source, out_dir / "samples", charset, config.grid_samples))
     callbacks.append(LastCheckpoint(out_dir, validation, config, {"store": str(store_path)}))
+    time_limit = TimeLimit(config.time_limit, started) if config.time_limit else None
+    if time_limit is not None:
+        callbacks.append(time_limit)
     if callback is not None:
         callbacks.append(Progress(callback, steps, config.epochs))
 
@@ -945,6 +980,7 @@ def train(
         "replicas": replicas,
         "workers_in_cluster": num_shards,
         "resumed_from_epoch": initial_epoch if resume else None,
+        "stopped_by_time_limit": time_limit is not None and time_limit.stopped_epoch is not None,
         "init_from": str(init_from) if init_from else None,
         "transfer": transfer,
         "config": config.to_dict(),

@@ -88,11 +88,17 @@ def _augment_config(path: str | None):
 @click.option("--val-limit", type=click.IntRange(min=1), default=None, help="Validate on at most this many lines.")
 @click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
               help="Stop after this many epochs without val CER improvement (0: never).")
+@click.option("--bn-momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="BatchNorm moving-average momentum while training (default: the layers' 0.99); "
+                   "use about 0.9 for runs of only a few hundred steps.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after the epoch in which this many minutes have passed (resume later with --resume).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
 @handle_errors
 def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, augment, augment_config, resume, init_from,
-              workers, seed, steps_per_epoch, val_limit, patience, no_tensorboard, quiet):
+              workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, time_limit, no_tensorboard,
+              quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
 
     Writes OUT/model.keras (best val CER), OUT/last.keras (for --resume), OUT/history.csv,
@@ -114,7 +120,7 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, augment
         config = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, fast=fast, augment=augment,
                              augment_config=_augment_config(augment_config), workers=workers, seed=seed,
                              steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
-                             tensorboard=not no_tensorboard)
+                             bn_momentum=bn_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
     bars = EpochBars(quiet=quiet)
