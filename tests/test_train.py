@@ -53,6 +53,7 @@ def test_tiny_preset_overfits_16_lines(trained_run):
     assert saved["best_val_cer"] == min(float(r["val_cer"]) for r in rows)
 
 
+@pytest.mark.slow
 def test_loss_decreases_with_augmentation_in_worker_processes(line_store, tmp_path):
     run = tmp_path / "run"
     summary = train(line_store, run, quick_config(epochs=4, augment=True, workers=1))
@@ -64,6 +65,7 @@ def test_loss_decreases_with_augmentation_in_worker_processes(line_store, tmp_pa
     assert summary["train_samples"] == 4 * len(TEXTS)
 
 
+@pytest.mark.slow
 def test_resume_continues_epochs_and_optimizer_state(line_store, tmp_path):
     run = tmp_path / "run"
     train(line_store, run, quick_config(epochs=2))
@@ -90,6 +92,7 @@ def test_resume_needs_a_run(line_store, tmp_path):
         train(line_store, tmp_path / "x", quick_config(), resume=True, init_from=tmp_path / "m.keras")
 
 
+@pytest.mark.slow
 def test_init_from_maps_the_output_layer_by_character(line_store, tmp_path):
     source_run = tmp_path / "source"
     train(line_store, source_run, quick_config(epochs=1, grid_samples=0))
@@ -118,6 +121,7 @@ def test_transfer_weights_copies_shared_characters_and_keeps_new_ones_fresh():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_slow_path_reads_the_same_tensors_as_the_store(line_store, tmp_path):
     from vhrdata.store import open_store
 

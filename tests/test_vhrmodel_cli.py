@@ -38,6 +38,7 @@ def test_every_command_has_an_example(command):
     assert f"vhrmodel {command}" in result.output
 
 
+@pytest.mark.slow
 def test_train_writes_a_run(line_store, tmp_path):
     out = tmp_path / "run"
     result = run("train", "--store", line_store, "--out", out, "--fast", "--preset", "tiny", "--epochs", "1",
