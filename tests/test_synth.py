@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import unicodedata
 from pathlib import Path
@@ -26,6 +27,7 @@ from vhrdata.synth import (
     synthesize,
 )
 from vhrdata.synth.addresses import MAX_CHARS, MIN_CHARS
+from vhrdata.synth import generate
 from vhrdata.synth.fonts import matplotlib_font_dir
 from vhrdata.synth.render import _glyph
 
@@ -235,6 +237,16 @@ def test_output_does_not_depend_on_worker_count(tmp_path):
     assert files_one == files_two and len(files_one) == 6 + 2 + 1
     for rel in files_one:
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+
+
+def _die(jobs):
+    os._exit(3)
+
+
+def test_a_dying_worker_raises_instead_of_hanging(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate, "_render_chunk", _die)
+    with pytest.raises(SynthError, match="worker process died"):
+        synthesize(tmp_path / "o", lines=4, writers=1, workers=2, **SMALL)
 
 
 def test_progress_callback_counts_up_to_total(tmp_path):

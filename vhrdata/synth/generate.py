@@ -23,6 +23,8 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -185,28 +187,37 @@ def _run(jobs: list[_Job], workers: int, initargs: tuple, callback) -> dict[int,
     chunk = max(1, min(32, math.ceil(total / (workers * 4))))
     chunks = [jobs[i:i + chunk] for i in range(0, total, chunk)]
     workers = min(workers, len(chunks))
+
+    def collect(piece: list[tuple]) -> None:
+        for row in piece:
+            results[row[0]] = row
+        if callback is not None:
+            callback(len(results), total)
+
     threads = cv2.getNumThreads()
-    if workers <= 1:
-        _init_worker(*initargs)
-        pieces = map(_render_chunk, chunks)
-        pool = None
-    else:
-        pool = _mp_context().Pool(workers, initializer=_init_worker, initargs=initargs)
-        pieces = pool.imap_unordered(_render_chunk, chunks)
     try:
-        for piece in pieces:
-            for row in piece:
-                results[row[0]] = row
-            if callback is not None:
-                callback(len(results), total)
-    except BaseException:
-        if pool is not None:
-            pool.terminate()
-        raise
+        if workers <= 1:
+            _init_worker(*initargs)
+            for c in chunks:
+                collect(_render_chunk(c))
+            return results
+        # A process pool that breaks (a worker killed, or unable to start) raises instead of hanging.
+        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
+                                 initargs=initargs) as pool:
+            futures = [pool.submit(_render_chunk, c) for c in chunks]
+            try:
+                for future in as_completed(futures):
+                    collect(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    except BrokenProcessPool as ex:
+        raise SynthError(
+            f"A synth worker process died ({ex}). If synthesize() runs from a script, put the call under "
+            "`if __name__ == \"__main__\":`, or use workers=1."
+        ) from None
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
         cv2.setNumThreads(threads)
     return results
 
