@@ -21,7 +21,7 @@ from vhrdata.synth.seeding import TEXT_STREAM, line_rng
 WORDLIST_DIR = Path(__file__).parent / "wordlists"
 
 #: Labels outside this length range are redrawn (real form lines are about 25-70 characters).
-MIN_CHARS, MAX_CHARS = 22, 72
+MIN_CHARS, MAX_CHARS = 28, 72
 
 DISTRICT_KINDS = ("quan", "huyen", "thixa", "thanhpho")
 REGIONS = ("north", "central", "south")
@@ -132,7 +132,9 @@ class _Draw:
             n = "0" + n
         if self.chance(0.15):
             n += self.pick("ABCDEFGH")
-        if self.chance(0.22):
+        if self.chance(0.01):  # a double plot, "12+14"
+            n += f"+{int(n.rstrip('ABCDEFGH')) + 2}"
+        elif self.chance(0.22):
             n += f"/{self.small_int(60)}"
             if self.chance(0.3):
                 n += self.pick("ABCDE")
@@ -214,7 +216,7 @@ def _urban_house(d: _Draw, g: Gazetteer, region: str) -> str | None:
         kp = f"{d.weighted({'Khu phố': 3, 'KP': 2, 'khu phố': 1, 'Kp': 0.5})} {_block(d)}"
         return f"{so} {num}, {kp}" if d.chance(0.6) else kp
     if form == "lo":
-        lo = f"{d.pick(['Lô', 'lô'])} {d.pick('ABCDEFGHJK')}{d.small_int(40)}"
+        lo = f"{d.pick(['Lô', 'lô'])} {d.pick('ABCDEFGHJKLMNPQRSTUVWXZ')}{d.small_int(40)}"
         return f"{lo}{d.pick([' ', ', '])}{street}" if d.chance(0.6) else f"Nhà {num}, {lo}"
     return None
 
@@ -341,8 +343,11 @@ def _compose(d: _Draw, g: Gazetteer) -> str:
     parts += [_ward(d, g, district, province), _district(d, district), _province(d, province)]
     if d.chance(0.04):  # some writers leave the ward out
         del parts[-3]
+    if house and d.chance(0.006):  # a remark after the house part
+        parts[0] += f" ({d.pick(['cũ', 'mới', 'gần chợ', 'nhà trọ', 'sau trường'])})"
     sep = ", " if d.chance(0.96) else d.pick([",", " , ", " - "])
-    return sep.join(parts)
+    prefix = d.pick(["ĐC: ", "Đ/c: ", "Địa chỉ: "]) if d.chance(0.006) else ""
+    return prefix + sep.join(parts)
 
 
 def generate_address(rng: np.random.Generator) -> str:
@@ -362,7 +367,7 @@ def generate_address(rng: np.random.Generator) -> str:
         if MIN_CHARS <= len(text) <= MAX_CHARS:
             best = text
             break
-        if best is None or abs(len(text) - 48) < abs(len(best) - 48):
+        if best is None or abs(len(text) - 56) < abs(len(best) - 56):
             best = text
     if d.chance(0.5):
         best = old_tone_style(best)
