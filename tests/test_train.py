@@ -54,9 +54,10 @@ def test_tiny_preset_overfits_16_lines(trained_run):
 
 
 @pytest.mark.slow
-def test_loss_decreases_with_augmentation_in_worker_processes(line_store, tmp_path):
+def test_loss_decreases_with_augmentation_in_worker_processes_and_tensorboard_logs(line_store, tmp_path):
     run = tmp_path / "run"
-    summary = train(line_store, run, quick_config(epochs=4, augment=True, workers=1))
+    summary = train(line_store, run, quick_config(epochs=4, augment=True, workers=1, tensorboard=True))
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     losses = [float(r["loss"]) for r in history(run)]
     assert len(losses) == 4
     assert losses[-1] < losses[0]

@@ -813,6 +813,16 @@ def _compile(model, config: TrainConfig) -> None:
     model.compile(optimizer=optimizer, loss=FramesCTCLoss(), jit_compile=False)
 
 
+def _tensorboard_available() -> bool:
+    """Keras' TensorBoard callback writes through tf.summary, which needs the tensorboard package."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("tensorflow") is None:
+        log.warning("TensorBoard logs are skipped: install tensorflow and tensorboard to get them")
+        return False
+    return True
+
+
 class _NullScope:
     def __enter__(self):
         return self
@@ -938,7 +948,7 @@ def train(
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_cer", mode="min", patience=config.early_stopping))
     callbacks.append(keras.callbacks.CSVLogger(str(out_dir / HISTORY), append=resume))
-    if config.tensorboard and keras.backend.backend() == "tensorflow":
+    if config.tensorboard and _tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     if config.grid_samples:
