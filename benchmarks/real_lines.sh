@@ -23,6 +23,7 @@
 #   PRETRAIN_LINES=0       synthetic lines for pretraining (0: none); PRETRAIN_MINUTES=30
 #   INFER_LINES=50         lines timed by `vhrmodel predict`
 #   RESUME=0               1: continue an interrupted real-data training run with --resume
+#   REUSE_STORE=0          1: keep $WORK/records and $WORK/store from an earlier run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,7 @@ PRETRAIN_LINES=${PRETRAIN_LINES:-0}
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-30}
 INFER_LINES=${INFER_LINES:-50}
 RESUME=${RESUME:-0}
+REUSE_STORE=${REUSE_STORE:-0}
 BIN=${BIN:-.venv/bin}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
@@ -50,15 +52,15 @@ if [ ! -f "$DATA/labels.json" ]; then
 fi
 mkdir -p "$WORK"
 CMDS="$WORK/commands.txt"
-[ "$RESUME" = 1 ] || : > "$CMDS"
+[ "$RESUME" = 1 ] || [ "$REUSE_STORE" = 1 ] || : > "$CMDS"
 
 run() {  # log the exact command, then run it
   echo "$*" | tee -a "$CMDS"
   "$@"
 }
 
-# 1-3: records and store (kept when present: rerunning the script only retrains)
-if [ ! -f "$WORK/store/index.json" ]; then
+# 1-3: records and store
+if [ "$REUSE_STORE" != 1 ] && [ "$RESUME" != 1 ] || [ ! -f "$WORK/store/index.json" ]; then
   rm -rf "$WORK/records" "$WORK/store"
   run "$BIN/vhrdata" ingest "$DATA" --out "$WORK/records"
   run "$BIN/vhrdata" split "$WORK/records" --group image --ratios 0.9,0.1,0 --seed "$SEED"

@@ -134,3 +134,20 @@ def test_trained_model_reads_its_lines_from_the_image_files(line_store, trained_
     assert cer(truths, [p.text for p in preds]) < 0.05
     m = evaluate(run / "model.keras", line_store, tmp_path / "eval", split="test", decoder="beam", beam_width=4)
     assert m["cer"] < 0.05 and m["decoder"] == "beam"
+
+
+def test_best_model_is_saved_without_optimizer_state(line_store, tmp_path):
+    from vhrmodel.train import FramesCTCLoss, frames_target
+
+    store = open_store(line_store)
+    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=FramesCTCLoss())
+    b = next(store.split("train").batches(4, shuffle=False))
+    model.train_on_batch(b.images[..., None], frames_target(b.widths, b.labels, 4))
+    full = save_model(model, tmp_path / "full.keras")
+    lean = save_model(model, tmp_path / "lean.keras", include_optimizer=False)
+    assert lean.stat().st_size < full.stat().st_size
+    x = b.images[..., None]
+    np.testing.assert_array_equal(np.asarray(model.predict_on_batch(x)),
+                                  np.asarray(load_model(lean).predict_on_batch(x)))
+    assert load_model(full, compile=True).optimizer is not None

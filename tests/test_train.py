@@ -44,8 +44,10 @@ def test_tiny_preset_overfits_16_lines(trained_run):
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0] / 10
     assert {"val_cer", "val_loss", "learning_rate"} <= set(rows[0])
-    for name in (BEST_MODEL, LAST_MODEL, SUMMARY, STATE):
+    for name in (BEST_MODEL, LAST_MODEL, SUMMARY, STATE, "charlm.json"):
         assert (run / name).is_file()
+    # the best model is the inference artefact: weights only, no Adam moments
+    assert (run / BEST_MODEL).stat().st_size < (run / LAST_MODEL).stat().st_size / 2
     assert (run / "samples" / "epoch_055.png").is_file()
     saved = json.loads((run / SUMMARY).read_text())
     assert saved["params"] == summary["params"] > 0

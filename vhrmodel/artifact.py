@@ -63,8 +63,14 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     }
 
 
-def save_model(model, path: str | Path) -> Path:
-    """Save `model` (with its optimizer state when compiled) to `path`, atomically.
+def save_model(model, path: str | Path, include_optimizer: bool = True) -> Path:
+    """Save `model` to `path`, atomically.
+
+    Args:
+        model: a model with `alphabet` and `preprocessing` (a `CRNN`).
+        path: the `.keras` file.
+        include_optimizer: keep the optimizer state of a compiled model (for resuming). Without
+            it the file holds the weights alone, a third of the size with Adam.
 
     Raises:
         ModelFileError: the model has no alphabet or preprocessing settings.
@@ -80,6 +86,11 @@ def save_model(model, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keras wants the .keras suffix on the file it writes; a reader must never see half a file.
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{MODEL_SUFFIX}")
+    if not include_optimizer and getattr(model, "optimizer", None) is not None:
+        # Keras 3 always saves a compiled model's optimizer; an uncompiled twin holds the weights alone.
+        twin = model.__class__.from_config(model.get_config())
+        twin.set_weights(model.get_weights())
+        model = twin
     try:
         model.save(tmp)
         tmp.replace(path)

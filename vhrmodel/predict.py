@@ -103,11 +103,15 @@ class Recognizer:
                                    lm=self.lm, lm_weight=self.lm_weight, return_confidence=True)
         return ctc_greedy_decode(logits, self.charset, logit_lengths=lengths, return_confidence=True)
 
-    def warm_up(self, widths: Sequence[int] = (256, 512)) -> None:
-        """Run the model on blank lines so graph tracing is not counted in the first line's time."""
+    def warm_up(self) -> None:
+        """Run the model on blank lines so graph tracing is not counted in the first lines' time.
+
+        Two calls that differ in batch size and width make the traced graph general in both, so
+        later batches of any size and width reuse it.
+        """
         h = self.settings.height
-        for w in widths:
-            self.logits([np.full((h, int(w)), PAD_VALUE, np.uint8)])
+        for n, w in ((1, 256), (2, 384)):
+            self.logits([np.full((h, w), PAD_VALUE, np.uint8)] * n)
 
     def recognize(
         self,

@@ -554,7 +554,7 @@ class ValidationCER(keras.callbacks.Callback):
             logs["val_ser"] = float(metrics["ser"])
         if cer < self.best:
             self.best, self.best_epoch = cer, epoch + 1
-            save_model(self.model, self.best_path)
+            save_model(self.model, self.best_path, include_optimizer=False)
             log.info("epoch %d: val CER improved to %.4f, saved %s", epoch + 1, cer, self.best_path)
         self.seconds += time.perf_counter() - t0
 
@@ -967,7 +967,7 @@ def train(
 
     if not (out_dir / BEST_MODEL).exists():
         # val CER never beat the resumed best (or was NaN): still leave a usable model.
-        save_model(model, out_dir / BEST_MODEL)
+        save_model(model, out_dir / BEST_MODEL, include_optimizer=False)
     summary = {
         "store": str(store_path),
         "run_dir": str(out_dir),
