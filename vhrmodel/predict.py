@@ -45,10 +45,14 @@ class Prediction:
         return asdict(self)
 
 
-def pad_images(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Pad (H, W) uint8 images on the right with white: (uint8 [B, H, Wmax], int32 widths)."""
+def pad_images(images: Sequence[np.ndarray], width_multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pad (H, W) uint8 images on the right with white: (uint8 [B, H, W'], int32 widths).
+
+    W' is the widest image rounded up to `width_multiple`.
+    """
     widths = np.array([im.shape[1] for im in images], np.int32)
-    batch = np.full((len(images), images[0].shape[0], int(widths.max())), PAD_VALUE, np.uint8)
+    wmax = -(-int(widths.max()) // width_multiple) * width_multiple
+    batch = np.full((len(images), images[0].shape[0], wmax), PAD_VALUE, np.uint8)
     for i, im in enumerate(images):
         batch[i, :, : im.shape[1]] = im
     return batch, widths
@@ -78,6 +82,10 @@ class Recognizer:
         self.charset = model_charset(self.model)
         self.settings = model_settings(self.model)
         self.downsample = int(getattr(self.model, "downsample", 4))
+        import keras
+
+        # XLA backends compile per input shape: round widths up so that few shapes occur.
+        self.width_multiple = 1 if keras.backend.backend() == "tensorflow" else 64
         self.decoder = decoder
         self.beam_width = int(beam_width)
         self.lm = lm
@@ -89,7 +97,7 @@ class Recognizer:
 
     def logits(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Logits [B, T, C] and valid frame counts [B] of preprocessed (H, W) images."""
-        batch, widths = pad_images(images)
+        batch, widths = pad_images(images, self.width_multiple)
         logits = np.asarray(self.model.predict_on_batch(batch[..., None]))
         return logits, np.maximum(widths // self.downsample, 1).astype(np.int32)
 

@@ -94,7 +94,7 @@ class TrainConfig:
     fast: bool = True
     augment: bool = True
     augment_config: AugmentConfig | None = None
-    workers: int = 2
+    workers: int = 1
     seed: int = 0
     steps_per_epoch: int | None = None
     val_limit: int | None = None
@@ -225,33 +225,39 @@ def frames_target(widths: np.ndarray, labels: np.ndarray, downsample: int) -> np
     return np.concatenate([frames[:, None], np.asarray(labels, np.int32)], axis=1)
 
 
-class TrainBatches(keras.utils.PyDataset):
-    """Keras dataset over a batch provider: yields (x uint8 [B, H, W, 1], `frames_target` y).
+def pad_batch(batch, width_multiple: int = 1, label_multiple: int = 1):
+    """Pad a batch's images (white) and labels (0) up to multiples, so few distinct shapes occur.
 
-    Args:
-        provider: has `__len__`, `get_batch(i)` (a batch with images, widths, labels) and
-            `on_epoch_end()`; the store reader's `StorePyDataset` or `RecordsBatches`.
-        downsample: the model's width downsampling.
-        workers: Keras workers that call `get_batch`.
-        use_multiprocessing: processes (the store) or threads (image decoding releases the GIL).
+    XLA backends (JAX) compile once per input shape; rounding widths up to e.g. 64 px and label
+    lengths to 16 bounds the number of compilations. Frame counts still come from the real widths.
     """
+    images, labels = batch.images, batch.labels
+    w, l = images.shape[2], labels.shape[1]
+    new_w = -(-w // width_multiple) * width_multiple
+    new_l = -(-l // label_multiple) * label_multiple
+    if new_w != w:
+        images = np.pad(images, ((0, 0), (0, 0), (0, new_w - w)), constant_values=PAD_VALUE)
+    if new_l != l:
+        labels = np.pad(labels, ((0, 0), (0, new_l - l)))
+    if images is batch.images and labels is batch.labels:
+        return batch
+    return dataclasses.replace(batch, images=images, labels=labels) if dataclasses.is_dataclass(batch) \
+        else LineBatch(images, batch.widths, labels, batch.label_lengths, list(batch.texts), list(batch.ids))
 
-    def __init__(self, provider, downsample: int, workers: int = 0, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10):
-        super().__init__(workers=max(1, workers), use_multiprocessing=use_multiprocessing and workers > 0,
-                         max_queue_size=max_queue_size)
-        self.provider = provider
-        self.downsample = int(downsample)
 
-    def __len__(self) -> int:
-        return len(self.provider)
+def generator_input(epoch_batches: Callable[[int], Iterator[Any]], downsample: int, first_epoch: int = 0,
+                    width_multiple: int = 64, label_multiple: int = 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless (x, y) batches, epoch after epoch, for backends other than TensorFlow.
 
-    def __getitem__(self, i: int):
-        b = self.provider.get_batch(i)
-        return b.images[..., None], frames_target(b.widths, b.labels, self.downsample)
-
-    def on_epoch_end(self) -> None:
-        self.provider.on_epoch_end()
+    `fit` reads `steps_per_epoch` batches per epoch from it. Worker processes, if any, belong to
+    the store reader, which starts them safely (forkserver) once a framework is loaded.
+    """
+    epoch = first_epoch
+    while True:
+        for b in epoch_batches(epoch):
+            b = pad_batch(b, width_multiple, label_multiple)
+            yield b.images[..., None], frames_target(b.widths, b.labels, downsample)
+        epoch += 1
 
 
 def tf_input(epoch_batches: Callable[[int], Iterator[Any]], steps: int, height: int, downsample: int,
@@ -374,9 +380,8 @@ class RecordsBatches:
 class DataSource:
     """Training and validation input of one run, whichever path produces it."""
 
-    provider: Any  # len(), get_batch(i), on_epoch_end(): random access for a PyDataset
     epoch_batches: Callable[[int], Iterator[Any]]  # the batches of one epoch, in order
-    use_processes: bool  # whether PyDataset workers should be processes (else threads)
+    steps: int  # batches per epoch
     val_batches: Callable[[], Iterator[LineBatch]]  # un-augmented validation batches
     train_size: int
     val_size: int
@@ -410,7 +415,7 @@ def _limited(batches: Iterable, limit: int | None) -> Iterator[LineBatch]:
 
 
 def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callable | None,
-                 num_shards: int = 1, shard_index: int = 0, epoch: int = 0) -> DataSource:
+                 num_shards: int = 1, shard_index: int = 0) -> DataSource:
     """Fast path: stream preprocessed batches from the LMDB store.
 
     `config.workers` processes each read, pad and augment whole batches (the store reader is
@@ -422,9 +427,6 @@ def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callab
     plan = dict(shuffle=True, seed=config.seed)
     if num_shards > 1:
         plan.update(shard_index=shard_index, num_shards=num_shards)
-    provider = train_split.keras_dataset(config.batch_size, epoch=epoch, charset=charset, transform=augmenter,
-                                         workers=0, **plan)
-
     def epoch_batches(e: int) -> Iterator[Any]:
         return train_split.batches(config.batch_size, epoch=e, charset=charset, transform=augmenter,
                                    workers=config.workers, **plan)
@@ -433,9 +435,8 @@ def store_source(store, config: TrainConfig, charset: Charset, augmenter: Callab
         return _limited(val_split.batches(config.batch_size, shuffle=False, charset=charset), config.val_limit)
 
     return DataSource(
-        provider=provider,
         epoch_batches=epoch_batches,
-        use_processes=True,
+        steps=train_split.num_batches(config.batch_size, **plan),
         val_batches=val_batches,
         train_size=len(train_split) // num_shards,
         val_size=len(val_split) if config.val_limit is None else min(len(val_split), config.val_limit),
@@ -493,8 +494,8 @@ def records_source(store, config: TrainConfig, charset: Charset, augmenter: Call
     def val_batches() -> Iterator[LineBatch]:
         return (val.get_batch(i) for i in range(len(val)))
 
-    return DataSource(provider=provider, epoch_batches=lambda e: provider.epoch_batches(e, config.workers),
-                      use_processes=False, val_batches=val_batches, train_size=len(frames[config.train_split]),
+    return DataSource(epoch_batches=lambda e: provider.epoch_batches(e, config.workers), steps=len(provider),
+                      val_batches=val_batches, train_size=len(frames[config.train_split]),
                       val_size=len(val_frame), description={"input": "records", "records": str(path)})
 
 
@@ -502,10 +503,17 @@ def records_source(store, config: TrainConfig, charset: Charset, augmenter: Call
 # Callbacks
 
 
-def predict_texts(model, images: np.ndarray, widths: np.ndarray, charset: Charset) -> tuple[list[str], np.ndarray]:
-    """Greedy-decoded texts and logits of a uint8 [B, H, W] batch (frames past each width ignored)."""
+def predict_texts(model, images: np.ndarray, widths: np.ndarray, charset: Charset,
+                  width_multiple: int = 1) -> tuple[list[str], np.ndarray]:
+    """Greedy-decoded texts and logits of a uint8 [B, H, W] batch (frames past each width ignored).
+
+    `width_multiple` pads the batch width up (white) to bound the shapes an XLA backend compiles.
+    """
     from vhrmodel.decoding import ctc_greedy_decode
 
+    w = images.shape[2]
+    if w % width_multiple:
+        images = np.pad(images, ((0, 0), (0, 0), (0, width_multiple - w % width_multiple)), constant_values=PAD_VALUE)
     logits = np.asarray(model.predict_on_batch(images[..., None]))
     lengths = np.clip(np.asarray(widths) // int(model.downsample), 1, logits.shape[1])
     return ctc_greedy_decode(logits, charset, logit_lengths=lengths), logits
@@ -524,9 +532,10 @@ class ValidationCER(keras.callbacks.Callback):
     """
 
     def __init__(self, source: DataSource, best_path: Path, charset: Charset, best: float | None = None,
-                 best_epoch: int | None = None):
+                 best_epoch: int | None = None, width_multiple: int = 1):
         super().__init__()
         self.source = source
+        self.width_multiple = width_multiple
         self.best_path = best_path
         self.charset = charset
         self.best = math.inf if best is None else float(best)
@@ -540,7 +549,7 @@ class ValidationCER(keras.callbacks.Callback):
         t0 = time.perf_counter()
         refs, hyps, losses = [], [], []
         for b in self.source.val_batches():
-            texts, logits = predict_texts(self.model, b.images, b.widths, self.charset)
+            texts, logits = predict_texts(self.model, b.images, b.widths, self.charset, self.width_multiple)
             refs += b.texts
             hyps += texts
             frames = np.minimum(np.asarray(b.widths) // self.model.downsample, logits.shape[1]).astype(np.int32)
@@ -593,8 +602,10 @@ class PredictionGrid(keras.callbacks.Callback):
         samples: how many lines.
     """
 
-    def __init__(self, source: DataSource, out_dir: Path, charset: Charset, samples: int = 8):
+    def __init__(self, source: DataSource, out_dir: Path, charset: Charset, samples: int = 8,
+                 width_multiple: int = 1):
         super().__init__()
+        self.width_multiple = width_multiple
         self.out_dir = out_dir
         self.charset = charset
         self.chosen: list[tuple[np.ndarray, str]] = []
@@ -607,7 +618,7 @@ class PredictionGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.chosen:
             return
-        preds = [predict_texts(self.model, img[None], np.array([img.shape[1]]), self.charset)[0][0]
+        preds = [predict_texts(self.model, img[None], np.array([img.shape[1]]), self.charset, self.width_multiple)[0][0]
                  for img, _ in self.chosen]
         cer = (logs or {}).get("val_cer")
         title = f"epoch {epoch + 1}" + (f"  val CER {cer:.2%}" if cer is not None else "")
@@ -921,23 +932,24 @@ def train(
         augmenter = BatchAugmenter(aug_cfg, seed=config.seed)
     if config.fast:
         source = store_source(store, data_config, charset, augmenter, num_shards=num_shards,
-                              shard_index=shard_index, epoch=initial_epoch)
+                              shard_index=shard_index)
     else:
         source = records_source(store, data_config, charset, augmenter, records=records,
                                 epoch=initial_epoch)
-    steps = len(source.provider)
+    steps = source.steps
     if keras.backend.backend() == "tensorflow":
         train_data = tf_input(source.epoch_batches, steps, store.settings.height, downsample, initial_epoch)
+        width_multiple = 1
     else:
-        train_data = TrainBatches(source.provider, downsample, workers=config.workers,
-                                  use_multiprocessing=source.use_processes)
+        width_multiple = 64
+        train_data = generator_input(source.epoch_batches, downsample, initial_epoch, width_multiple)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_char_lm((sample.text for sample in store.split(config.train_split)), out_dir / CHAR_LM)
     if config.steps_per_epoch is not None:
         steps = min(config.steps_per_epoch, steps)
     validation = ValidationCER(source, out_dir / BEST_MODEL, charset, best=state.get("best_val_cer"),
-                               best_epoch=state.get("best_epoch"))
+                               best_epoch=state.get("best_epoch"), width_multiple=width_multiple)
     throughput = Throughput(source.train_size, config.steps_per_epoch, data_config.batch_size)
     callbacks = [
         throughput,
@@ -952,7 +964,7 @@ def train(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     if config.grid_samples:
-        callbacks.append(PredictionGrid(source, out_dir / "samples", charset, config.grid_samples))
+        callbacks.append(PredictionGrid(source, out_dir / "samples", charset, config.grid_samples, width_multiple))
     callbacks.append(LastCheckpoint(out_dir, validation, config, {"store": str(store_path)}))
     time_limit = TimeLimit(config.time_limit, started) if config.time_limit else None
     if time_limit is not None:
@@ -962,7 +974,8 @@ def train(
 
     log.info("training %s (%d params) on %d lines, validating on %d, %s input",
              model.name, model.count_params(), source.train_size, source.val_size, source.description["input"])
-    model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch,
+    model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch or (
+              None if keras.backend.backend() == "tensorflow" else steps),
               callbacks=callbacks, verbose=0, shuffle=False)  # the inputs shuffle themselves, per seed
 
     if not (out_dir / BEST_MODEL).exists():

@@ -81,7 +81,7 @@ def _augment_config(path: str | None):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.keras (weights, optimizer, epoch).")
 @click.option("--init-from", type=click.Path(path_type=str), default=None,
               help="Fine-tune this model file; its output layer is mapped onto the store's alphabet by character.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
               help="Processes (fast) or threads (slow path) that prepare and augment batches.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None, help="Cap training steps per epoch.")
