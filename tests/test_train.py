@@ -215,3 +215,41 @@ def test_save_model_refuses_a_model_without_charset(tmp_path):
 
     with pytest.raises(ModelFileError, match="charset"):
         save_model(build_model("tiny", num_classes=5, height=32), tmp_path / "m.keras")
+
+
+JAX_TRAIN = """
+import json, sys
+from pathlib import Path
+from vhrmodel_fixtures import overfit_config
+from vhrmodel.train import train
+
+if __name__ == "__main__":
+    store, out = sys.argv[1], Path(sys.argv[2])
+    summary = train(store, out, overfit_config(epochs=1, grid_samples=1, workers=0))
+    print(json.dumps({"backend": summary["backend"], "steps": summary["train_steps"]}))
+"""
+
+
+@pytest.mark.jax
+@pytest.mark.slow
+def test_train_runs_under_jax(tmp_path):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (pip install 'jax[cpu]', or the '.[jax]' extra)")
+    store = build_line_store(tmp_path, texts=TEXTS[:8])
+    script = tmp_path / "train_jax.py"
+    script.write_text(JAX_TRAIN)
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    proc = subprocess.run([sys.executable, str(script), str(store), str(tmp_path / "run")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"backend": "jax", "steps": 2}
+    assert load_model(tmp_path / "run" / BEST_MODEL).alphabet
