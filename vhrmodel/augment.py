@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-PAD_VALUE = 255  # vhrdata.preprocess.PAD_VALUE; repeated so that workers need not import the store
+from vhrdata.preprocess import PAD_VALUE
 
 
 @dataclass(frozen=True)
