@@ -72,7 +72,7 @@ class TrainConfig:
         steps_per_epoch: cap on training steps per epoch (None = the whole split).
         val_limit: validate on at most this many lines (None = the whole split).
         early_stopping: epochs without val CER improvement before stopping (0 = never).
-        reduce_lr_patience: epochs without improvement before the learning rate is halved.
+        reduce_lr_patience: epochs without val loss improvement before the learning rate is halved.
         min_lr: lower bound of the learning rate.
         clipnorm: gradient norm clipping (LSTMs under CTC occasionally spike).
         bn_momentum: momentum of every BatchNormalization layer's moving statistics during
@@ -522,7 +522,7 @@ def predict_texts(model, images: np.ndarray, widths: np.ndarray, charset: Charse
 class ValidationCER(keras.callbacks.Callback):
     """After each epoch: val CER, WER, SER and CTC loss into the logs; saves the best model by CER.
 
-    Runs before the callbacks that monitor `val_cer` (ReduceLROnPlateau, EarlyStopping, CSVLogger).
+    Runs before the callbacks that read its logs (ReduceLROnPlateau, EarlyStopping, CSVLogger).
 
     Args:
         source: where the validation batches come from.
@@ -954,7 +954,10 @@ def train(
     callbacks = [
         throughput,
         validation,  # before every callback that reads val_cer from the logs
-        keras.callbacks.ReduceLROnPlateau(monitor="val_cer", mode="min", factor=0.5,
+        # The learning rate follows val loss, not val CER: CER sits at 100 % through the first
+        # epochs of CTC training (all blanks) while the loss already falls, and a CER plateau
+        # there would halve the rate before learning starts.
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", factor=0.5,
                                           patience=config.reduce_lr_patience, min_lr=config.min_lr),
     ]
     if config.early_stopping:
