@@ -146,3 +146,14 @@ def test_decoders_reject_bad_shapes():
         ctc_greedy_decode(np.zeros((3, 4)), CS)
     with pytest.raises(ValueError, match="beam_width"):
         ctc_beam_decode(np.zeros((1, 3, 3)), CS, beam_width=0)
+
+
+def test_beam_candidate_limit_keeps_results_on_peaked_frames():
+    rng = np.random.default_rng(3)
+    cs = Charset("abcdefgh")
+    path = rng.choice([0, 0, 1, 2, 3, 4, 5, 6, 7, 8], size=40)
+    logits = rng.normal(size=(1, 40, 9)).astype(np.float32)
+    logits[0, np.arange(40), path] += 8.0
+    greedy = ctc_greedy_decode(logits, cs)
+    assert ctc_beam_decode(logits, cs, beam_width=8, max_candidates=2) == greedy
+    assert ctc_beam_decode(logits, cs, beam_width=8, max_candidates=1) == greedy

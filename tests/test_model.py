@@ -134,3 +134,11 @@ def test_strided_block_on_few_channels_trains():
     y = rng.random((16, 16, 300, 16), dtype=np.float32)
     losses = [float(model.train_on_batch(x, y)) for _ in range(3)]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_every_preset_has_a_recommended_height():
+    from vhrmodel.presets import RECOMMENDED_HEIGHT
+
+    assert set(RECOMMENDED_HEIGHT) == set(PRESETS)
+    for preset, height in RECOMMENDED_HEIGHT.items():
+        assert build_model(preset, num_classes=5, height=height).height == height

@@ -36,11 +36,13 @@ class CTCLoss(keras.losses.Loss):
     """Keras loss for `model.fit` with y = int32 [B, L] labels padded with 0.
 
     The label length of each sample is its count of non-zero ids (0 is the blank, which never
-    occurs inside a label). Every sample uses all T output frames: batches are padded on the
-    right with white, which the model maps to zero input, and CTC lets it emit blanks there.
-    Using the full T keeps `y` a single tensor that `fit`, `PyDataset` and `tf.data` all carry;
-    the store's feasibility check (`frames = width // 4`) guarantees each unpadded image alone
-    already has enough frames.
+    occurs inside a label). Every sample uses all T output frames of the batch, so `y` stays a
+    single label tensor. That is right only when all lines of a batch have the same width or the
+    model is also decoded on the padded length: trained this way, a BiLSTM learns to emit
+    characters late, inside the white padding, and decoding a line on its own frames
+    (`width // downsample`, as at batch size 1) then loses its ending. Training therefore uses
+    `vhrmodel.train.FramesCTCLoss`, which carries each line's frame count in y; this class is
+    for fixed-width data and quick experiments.
 
     Args:
         name: str. Loss name.

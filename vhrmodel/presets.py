@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stem_filters": 16,
         "stem_kernel_size": [3, 3],
         "stem_strides": [2, 2],
-        "stage_filters": [32, 64, 96],
+        "stage_filters": [32, 48, 64],
         "stage_blocks": [1, 1, 1],
         "stage_strides": [[2, 2], [2, 1], [2, 1]],
         "height_reduction": "reshape",
@@ -50,20 +50,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stem_filters": 32,
         "stem_kernel_size": [3, 3],
         "stem_strides": [1, 1],
-        "stage_filters": [64, 128, 256, 256],
+        "stage_filters": [64, 128, 256, 384],
         "stage_blocks": [2, 2, 2, 2],
         "stage_strides": [[2, 2], [2, 2], [2, 1], [2, 1]],
         "height_reduction": "reshape",
-        "projection_dim": 256,
+        "projection_dim": 384,
         "lstm_units": 256,
-        "lstm_layers": 2,
+        "lstm_layers": 3,
         "dropout": 0.25,
         "cnn_dropout": 0.05,
     },
 }
 
 # Height the presets are designed and measured for (see docs/DESIGN.md, "Model").
-RECOMMENDED_HEIGHT = {"tiny": 32, "small": 64, "base": 64}
+RECOMMENDED_HEIGHT = {"tiny": 32, "small": 48, "base": 64}
 
 
 def preset_config(name: str) -> dict[str, Any]:
