@@ -136,6 +136,7 @@ def test_trained_model_reads_its_lines_from_the_image_files(line_store, trained_
     assert m["cer"] < 0.05 and m["decoder"] == "beam"
 
 
+@pytest.mark.slow
 def test_best_model_is_saved_without_optimizer_state(line_store, tmp_path):
     from vhrmodel.train import FramesCTCLoss, frames_target
 
