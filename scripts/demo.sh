@@ -5,6 +5,8 @@ set -euo pipefail
 work="${1:-demo-out}"
 export PATH="$PWD/.venv/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# Each stage writes a fresh run: clear what an earlier demo left (only the stage folders).
+rm -rf "$work"/{synth,records,store,report,run,eval}
 vhrdata run pipelines/synthetic.yaml --work "$work"
 echo
 echo "demo finished; outputs in $work/:"
