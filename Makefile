@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo-out
 
-.PHONY: venv demo test test-fast test-real bench clean
+.PHONY: venv demo test test-real bench clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,16 @@ test: $(STAMP)
 	@bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# The tests that use ../shared/data/cinnamon-0916 (they also run in `make test` when it is present).
 test-real: $(STAMP)
-	VHR_REAL=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m real
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m real
+
+# Speed measurements; each prints JSON with ratios measured in one run.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/augment.py
+	$(BIN)/python benchmarks/model_throughput.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info
