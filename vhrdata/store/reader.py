@@ -519,11 +519,11 @@ def _worker_batch(idx: np.ndarray, seed: tuple) -> Batch:
 def _batches_in_workers(ds, plan, seeds, charset, transform, workers) -> Iterator[Batch]:
     from concurrent.futures import ProcessPoolExecutor
 
-    from vhrdata.store.writer import _mp_context
+    from vhrdata.workers import process_context
 
     chars = charset.chars if charset is not None else None
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=_mp_context(), initializer=_init_batch_worker,
+        max_workers=workers, mp_context=process_context(), initializer=_init_batch_worker,
         initargs=(ds, chars, transform),
     )
     try:

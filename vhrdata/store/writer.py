@@ -47,6 +47,7 @@ from vhrdata.store.layout import (
     shard_relpath,
     write_json_atomic,
 )
+from vhrdata.workers import process_context
 
 log = logging.getLogger(__name__)
 
@@ -290,23 +291,6 @@ def _process_rows(settings_json: str, downsample: int, rows: Sequence[_Row]) -> 
     return out
 
 
-def _mp_context():
-    """fork when it is safe, else forkserver.
-
-    fork starts workers at once and needs no `if __name__ == "__main__"` guard in the caller's
-    script. It is unsafe once a framework with its own thread pools is loaded (a child can inherit
-    a lock held mid-operation), so then the workers come from a clean forkserver process.
-    """
-    import multiprocessing as mp
-    import sys
-
-    methods = mp.get_all_start_methods()
-    threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
-    if "fork" in methods and not threaded:
-        return mp.get_context("fork")
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
 def _map_chunks(
     settings_json: str, downsample: int, chunks: Iterable[list[_Row]], workers: int
 ) -> Iterator[list[tuple]]:
@@ -317,7 +301,7 @@ def _map_chunks(
         return
     from collections import deque
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_worker_init)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_worker_init)
     try:
         pending: deque = deque()
         it = iter(chunks)
@@ -450,7 +434,7 @@ def _existing_shards(out: Path) -> list[Path]:
 
 def _check_existing(out: Path, plans: list[_ShardPlan], identity: dict, settings: PreprocessSettings) -> None:
     """Refuse to mix: every finished shard and index.json must come from the same inputs and plan."""
-    fix = f"rebuild with --overwrite, or build into another --out folder"
+    fix = "rebuild with --overwrite, or build into another --out folder"
     index_path = out / INDEX_FILE
     if index_path.exists():
         index = layout.read_json(index_path)

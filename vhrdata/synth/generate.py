@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +36,7 @@ from vhrdata.synth.addresses import generate_texts
 from vhrdata.synth.fonts import find_fonts
 from vhrdata.synth.render import DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
 from vhrdata.synth.seeding import LAYOUT_STREAM, RENDER_STREAM, check_seed, line_rng
+from vhrdata.workers import process_context
 
 logger = logging.getLogger(__name__)
 
@@ -137,24 +136,6 @@ def _init_worker(out: str, styles: list[WriterStyle], seed: int, layout: str, jp
     _STATE.update(out=Path(out), styles=styles, seed=seed, layout=layout, jpeg_quality=jpeg_quality)
 
 
-def _mp_context():
-    """fork when it is safe, else forkserver (the same policy as the store builder).
-
-    fork starts workers at once and needs no `if __name__ == "__main__"` guard in the caller's
-    script. It is unsafe once a framework with its own thread pools is loaded (a child can inherit
-    a lock held mid-operation), so then the workers come from a clean forkserver process.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
-    if "fork" in methods and not threaded:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["vhrdata.synth.generate"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def _render_job(job: _Job) -> tuple:
     """Render and write one line; return (index, height, width, gray level, components)."""
     writer = _STATE["styles"][job.writer]
@@ -202,7 +183,7 @@ def _run(jobs: list[_Job], workers: int, initargs: tuple, callback) -> dict[int,
                 collect(_render_chunk(c))
             return results
         # A process pool that breaks (a worker killed, or unable to start) raises instead of hanging.
-        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
+        with ProcessPoolExecutor(workers, mp_context=process_context(preload=["vhrdata.synth.generate"]), initializer=_init_worker,
                                  initargs=initargs) as pool:
             futures = [pool.submit(_render_chunk, c) for c in chunks]
             try:
