@@ -270,7 +270,8 @@ def read_manifest(src: Path, encoding: str = "utf-8") -> LayoutReader:
         for row_no, row in enumerate(rows, 2 if suffix != ".parquet" else 0):
             origin = f"{src.name}:{row_no}"
             path, text = row.get("path"), row.get("text")
-            if path is None or None in row.values() and suffix != ".parquet":
+            # csv.DictReader fills the columns a short row lacks with None
+            if path is None or (suffix != ".parquet" and None in row.values()):
                 yield QuarantineItem(
                     Reason.MALFORMED_LINE, f"{origin}: row has missing fields: {row!r}", origin=origin,
                 )
