@@ -267,3 +267,12 @@ def test_cli_unwritable_output(tmp_path):
 def test_real_cinnamon_lines_ingest_cleanly(tmp_path):
     result = ingest(REAL_DATA, tmp_path / "out")
     assert (result.layout, result.n_in, result.kept, result.quarantined) == ("cinnamon", 1500, 1500, 0)
+
+
+def test_manifest_short_row_is_quarantined(tmp_path):
+    root = tmp_path / "m"
+    write_line_image(root / "a.png", seed=1)
+    (root / "list.csv").write_text("path,text\na.png,Hà Nội\nb.png\n", encoding="utf-8")
+    result = ingest(root / "list.csv", tmp_path / "out")
+    assert (result.kept, result.by_reason) == (1, {"malformed_line": 1})
+    assert "list.csv:3" in read_quarantine(tmp_path / "out")[0]["message"]
