@@ -3,7 +3,7 @@
 #
 #   1. vhrdata ingest      the 1,500 Cinnamon lines
 #   2. vhrdata split       per image (the data set has no writer ids), 90 % train / 10 % val, no test
-#   3. vhrdata build-lmdb  height 64
+#   3. vhrdata build-lmdb  at the preset's recommended height
 #   4. (optional) synthetic pretraining: vhrdata synth + ingest + split + build-lmdb + vhrmodel train
 #   5. vhrmodel train --fast --preset small  (fine-tuned from the synthetic model when step 4 ran)
 #   6. vhrmodel evaluate   on the held-out 10 % (greedy, and beam search with the training-label LM)
@@ -19,7 +19,8 @@
 # Settings (environment variables):
 #   WORK=work/real_lines   DATA=../shared/data/cinnamon-0916
 #   TRAIN_MINUTES=120      training time budget (stops after the epoch that crosses it)
-#   EPOCHS=200 PATIENCE=20 BATCH=16 LR=0.001 PRESET=small WORKERS=2 SEED=0
+#   EPOCHS=200 PATIENCE=20 BATCH=16 LR=0.001 PRESET=small WORKERS=1 SEED=0
+#   HEIGHT=<the preset's RECOMMENDED_HEIGHT>
 #   PRETRAIN_LINES=0       synthetic lines for pretraining (0: none); PRETRAIN_MINUTES=30
 #   INFER_LINES=50         lines timed by `vhrmodel predict`
 #   RESUME=0               1: continue an interrupted real-data training run with --resume
@@ -35,15 +36,15 @@ PATIENCE=${PATIENCE:-20}
 BATCH=${BATCH:-16}
 LR=${LR:-0.001}
 PRESET=${PRESET:-small}
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-1}
 SEED=${SEED:-0}
-HEIGHT=${HEIGHT:-64}
+BIN=${BIN:-.venv/bin}
+HEIGHT=${HEIGHT:-$("$BIN/python" -c "from vhrmodel.presets import RECOMMENDED_HEIGHT as H; print(H['$PRESET'])")}
 PRETRAIN_LINES=${PRETRAIN_LINES:-0}
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-30}
 INFER_LINES=${INFER_LINES:-50}
 RESUME=${RESUME:-0}
 REUSE_STORE=${REUSE_STORE:-0}
-BIN=${BIN:-.venv/bin}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
 if [ ! -f "$DATA/labels.json" ]; then
