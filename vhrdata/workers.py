@@ -1,10 +1,12 @@
-"""How vhr starts worker processes (store build, batch transforms, synthesis)."""
+"""How vhr starts worker processes and runs work ahead, in order (store build, batches, synthesis)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sys
-from typing import Sequence
+from collections import deque
+from concurrent.futures import Executor
+from typing import Callable, Iterable, Iterator, Sequence
 
 # Frameworks that run their own thread pools: forking a process that has loaded one is unsafe.
 _THREADED_FRAMEWORKS = ("tensorflow", "jax", "torch")
@@ -28,3 +30,29 @@ def process_context(preload: Sequence[str] = ()):
             ctx.set_forkserver_preload(list(preload))
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def ordered_map(fn: Callable, items: Iterable[tuple], pool: Executor | None = None, ahead: int = 2) -> Iterator:
+    """`fn(*args)` for each args tuple of `items`, yielded in input order, at most `ahead` in flight.
+
+    The one bounded, in-order executor of vhr: store build chunks, reader batches and training
+    batches all go through it. With `pool=None` everything runs in this thread. The caller owns
+    the pool (and shuts it down); a generator closed early cancels what is still queued.
+    """
+    if pool is None:
+        for args in items:
+            yield fn(*args)
+        return
+    if ahead < 1:
+        raise ValueError(f"ahead must be positive. Received: ahead={ahead}")
+    pending: deque = deque()
+    try:
+        for args in items:
+            pending.append(pool.submit(fn, *args))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()

@@ -62,7 +62,8 @@ def store_stats(
 ):
     """Statistics of a store: see `vhrdata.stats.compute_stats`."""
     from vhrdata.stats.compute import _distribution, quarantine_summary, records_stats, thumbnail_png
-    from vhrdata.store import ctc_frames_needed, open_store
+    from vhrdata.ctc import ctc_frames_needed, frames_for_width
+    from vhrdata.store import open_store
     from vhrdata.store.layout import SHARD_META_FILE, read_json
 
     store = open_store(path)
@@ -128,7 +129,7 @@ def store_stats(
     ctc_by_split: dict[str, dict[str, Any]] = {}
     for s in store.splits:
         part = stored[stored["split"] == s]
-        frames = part["stored_width"].to_numpy() // downsample
+        frames = frames_for_width(part["stored_width"].to_numpy(), downsample)
         needed = np.fromiter((ctc_frames_needed(t) for t in part["text"]), dtype=np.int64, count=len(part))
         slack = frames - needed
         info = store.index["splits"][s]

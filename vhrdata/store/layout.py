@@ -111,11 +111,6 @@ def record_crc_ok(value) -> bool:
     return struct.unpack_from("<I", value)[0] == zlib.crc32(memoryview(value)[4:])
 
 
-def ctc_frames_needed(text: str) -> int:
-    """CTC output frames a label needs: one per character plus a blank between equal neighbours."""
-    return len(text) + sum(1 for a, b in zip(text, text[1:]) if a == b)
-
-
 # ---------------------------------------------------------------------------- index.json
 
 

@@ -11,13 +11,13 @@ import logging
 import os
 import sys
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
+from vhrdata.batching import Batch, LabelEncoder, bucketed_plan, pad_images
 from vhrdata.charset import Charset
 from vhrdata.errors import StoreError
 from vhrdata.preprocess import PAD_VALUE, PreprocessSettings
@@ -25,11 +25,6 @@ from vhrdata.store import layout
 from vhrdata.store.layout import FLAG_NO_WRITER, HEADER, HEADER_SIZE, SHARD_META_FILE, SPLIT_ORDER
 
 log = logging.getLogger(__name__)
-
-# Bucketing sorts by width inside windows of this many batches: wide enough that neighbours in a
-# batch have similar widths, narrow enough that batches still mix the data set.
-DEFAULT_BUCKET_BATCHES = 32
-
 
 class Sample(NamedTuple):
     """One stored record: the preprocessed image (uint8 H×W), its label, id and writer."""
@@ -40,62 +35,7 @@ class Sample(NamedTuple):
     writer: str | None
 
 
-@dataclass
-class Batch:
-    """A padded batch.
-
-    Attributes:
-        images: uint8 [B, H, Wmax], padded with PAD_VALUE (white) to the widest image in the batch.
-        widths: int32 [B], real image widths.
-        labels: int32 [B, Lmax], 1-based charset ids, padded with 0 (the CTC blank).
-        label_lengths: int32 [B].
-        texts: the labels as text.
-        ids: record ids.
-        indices: int64 [B], positions of the records in their split.
-    """
-
-    images: np.ndarray
-    widths: np.ndarray
-    labels: np.ndarray
-    label_lengths: np.ndarray
-    texts: list[str]
-    ids: list[str]
-    indices: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def padding_fraction(self) -> float:
-        """Share of image pixels in the batch that are padding."""
-        total = self.images.shape[0] * self.images.shape[2]
-        return 0.0 if total == 0 else 1.0 - float(self.widths.sum()) / total
-
-
 Transform = Callable[[Batch, np.random.Generator], Batch]
-
-
-class LabelEncoder:
-    """Encodes a batch of texts with one table lookup (unknown characters raise, naming them)."""
-
-    def __init__(self, charset: Charset):
-        self.charset = charset
-        cps = np.array([ord(c) for c in charset.chars], dtype=np.int64)
-        self._table = np.full(int(cps.max()) + 2 if cps.size else 1, -1, dtype=np.int32)
-        self._table[cps] = np.arange(1, len(cps) + 1, dtype=np.int32)
-
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.fromiter(map(len, texts), dtype=np.int32, count=len(texts))
-        max_len = int(lengths.max()) if len(texts) else 0
-        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
-        # Code points past the table land on its last entry, which is always -1.
-        ids = self._table[np.minimum(cps, len(self._table) - 1)]
-        if ids.size and int(ids.min()) < 0:
-            for t in texts:
-                if self.charset.unknown(t):
-                    self.charset.encode(t)  # raises UnknownCharacterError naming the characters
-        labels = np.zeros((len(texts), max_len), dtype=np.int32)
-        labels[np.arange(max_len) < lengths[:, None]] = ids
-        return labels, lengths
 
 
 def _refcount(items: list, i: int) -> int:
@@ -369,22 +309,7 @@ class SplitDataset:
             order = rng.permutation(n)[shard_index::num_shards][: n // num_shards]
         else:
             order = np.arange(n, dtype=np.int64)[shard_index::num_shards]
-        window = DEFAULT_BUCKET_BATCHES * batch_size if bucket_window is None else int(bucket_window)
-        if window > 0:
-            window = -(-window // batch_size) * batch_size
-            order = order.copy()
-            for start in range(0, len(order), window):
-                part = order[start : start + window]
-                order[start : start + window] = part[np.argsort(self.widths[part], kind="stable")]
-        plan = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        if plan and len(plan[-1]) < batch_size and drop_remainder:
-            plan.pop()
-        if rng is not None and window > 0:
-            # Sorted windows would give each window's batches narrowest first; mix the batch order.
-            full = [b for b in plan if len(b) == batch_size]
-            rest = [b for b in plan if len(b) < batch_size]
-            plan = [full[k] for k in rng.permutation(len(full))] + rest
-        return plan
+        return bucketed_plan(self.widths, batch_size, rng, bucket_window, order=order, drop_remainder=drop_remainder)
 
     def num_batches(self, batch_size: int = 32, **plan_kwargs) -> int:
         """Number of batches `batches` yields with these arguments (the same every epoch)."""
@@ -401,28 +326,28 @@ class SplitDataset:
             raise IndexError(f"batch indices out of range for split {self.name!r} of {n} records")
         shard = np.searchsorted(self._offsets, idx, side="right") - 1
         local = (idx - self._offsets[shard]).tolist()
-        widths = self.widths[idx]
         b, h = len(idx), self.height
+        widths = self.widths[idx]
         w_max = int(widths.max()) if b else 0
         # Sized for the widest record, a pooled buffer fits every later batch of this size.
         images = self._local.pool.take((b, h, w_max), capacity=b * h * self._max_width)
+        views: list[np.ndarray] = []
         texts: list[str] = []
         ids: list[str] = []
         unpack = HEADER.unpack_from
         frombuffer = np.frombuffer
         gets = [t.get for t in txns]
-        for j, (s, k) in enumerate(zip(shard.tolist(), local)):
+        for s, k in zip(shard.tolist(), local):
             value = gets[s](b"%09d" % k)
             if value is None:
                 raise StoreError(f"shard {self._shard_dirs[s]} has no key {k:09d}; run `vhrdata verify`")
             _, _, _, rh, rw, tl, il, _ = unpack(value)
             end = HEADER_SIZE + rh * rw
-            images[j, :, :rw] = frombuffer(value, np.uint8, rh * rw, HEADER_SIZE).reshape(rh, rw)
-            if rw < w_max:
-                # Only the padding is filled: writing the whole batch first would double the memory traffic.
-                images[j, :, rw:] = PAD_VALUE
+            views.append(frombuffer(value, np.uint8, rh * rw, HEADER_SIZE).reshape(rh, rw))
             texts.append(str(value[end : end + tl], "utf-8"))
             ids.append(str(value[end + tl : end + tl + il], "utf-8"))
+        if b:
+            pad_images(views, out=images)
         labels, lengths = encoder(texts)
         return Batch(images, widths.astype(np.int32, copy=False), labels, lengths, texts, ids, idx)
 
@@ -449,6 +374,7 @@ class SplitDataset:
                 Generator seeded by (seed, epoch, shard_index, batch number), so results do not
                 depend on `workers`. Must be picklable (a module-level function) when workers > 0.
             workers: processes that read, pad and transform batches; 0 = this process.
+            Keras and tf.data adapters over these batches live in `vhrmodel.inputs`.
             Other arguments: see `batch_plan`.
 
         Example:
@@ -467,26 +393,6 @@ class SplitDataset:
                 yield transform(batch, np.random.default_rng(s)) if transform else batch
             return
         yield from _batches_in_workers(self, plan, seeds, charset, transform, workers)
-
-    def keras_dataset(self, batch_size: int = 32, **kwargs):
-        """A `keras.utils.PyDataset` yielding (x uint8 [B,H,W,1], y int32 [B,L] 0-padded).
-
-        Takes the arguments of `batches`, plus `max_queue_size`. It advances its epoch (and so
-        its shuffle) in `on_epoch_end`; with workers > 0 Keras loads batches in processes.
-        """
-        from vhrdata.store.adapters import StorePyDataset
-
-        return StorePyDataset(self, batch_size, **kwargs)
-
-    def tf_dataset(self, batch_size: int = 32, **kwargs):
-        """A `tf.data.Dataset` of ready numpy batches (x uint8 [B,H,W,1], y int32 [B,L]).
-
-        Takes the arguments of `batches`. Each pass over the dataset (e.g. each Keras epoch
-        or `.repeat()`) starts the next epoch's shuffle.
-        """
-        from vhrdata.store.adapters import make_tf_dataset
-
-        return make_tf_dataset(self, batch_size, **kwargs)
 
 
 def _sample(value) -> Sample:
@@ -519,7 +425,7 @@ def _worker_batch(idx: np.ndarray, seed: tuple) -> Batch:
 def _batches_in_workers(ds, plan, seeds, charset, transform, workers) -> Iterator[Batch]:
     from concurrent.futures import ProcessPoolExecutor
 
-    from vhrdata.workers import process_context
+    from vhrdata.workers import ordered_map, process_context
 
     chars = charset.chars if charset is not None else None
     pool = ProcessPoolExecutor(
@@ -527,17 +433,6 @@ def _batches_in_workers(ds, plan, seeds, charset, transform, workers) -> Iterato
         initargs=(ds, chars, transform),
     )
     try:
-        pending: deque = deque()
-        jobs = iter(zip(plan, seeds))
-        for idx, s in jobs:
-            pending.append(pool.submit(_worker_batch, idx, s))
-            if len(pending) >= 2 * workers:
-                break
-        for idx, s in jobs:
-            batch = pending.popleft().result()
-            pending.append(pool.submit(_worker_batch, idx, s))
-            yield batch
-        while pending:
-            yield pending.popleft().result()
+        yield from ordered_map(_worker_batch, zip(plan, seeds), pool, ahead=2 * workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

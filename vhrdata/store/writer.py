@@ -40,14 +40,14 @@ from vhrdata.store.layout import (
     SCHEMA_VERSION,
     SHARD_META_FILE,
     WIDTHS_FILE,
-    ctc_frames_needed,
     encode_record,
     record_key,
     shard_name,
     shard_relpath,
     write_json_atomic,
 )
-from vhrdata.workers import process_context
+from vhrdata.ctc import ctc_frames_needed, frames_for_width
+from vhrdata.workers import ordered_map, process_context
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _process_rows(settings_json: str, downsample: int, rows: Sequence[_Row]) -> 
             reason = Reason.MISSING_IMAGE if not os.path.exists(row.path) else Reason.UNDECODABLE_IMAGE
             out.append(("q", reason.value, str(ex)))
             continue
-        frames = image.shape[1] // downsample
+        frames = frames_for_width(image.shape[1], downsample)
         needed = ctc_frames_needed(row.text)
         if needed > frames:
             repeats = needed - len(row.text)
@@ -299,21 +299,9 @@ def _map_chunks(
         for chunk in chunks:
             yield _process_rows(settings_json, downsample, chunk)
         return
-    from collections import deque
-
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_worker_init)
     try:
-        pending: deque = deque()
-        it = iter(chunks)
-        for chunk in it:
-            pending.append(pool.submit(_process_rows, settings_json, downsample, chunk))
-            if len(pending) >= 3 * workers:
-                break
-        for chunk in it:
-            yield pending.popleft().result()
-            pending.append(pool.submit(_process_rows, settings_json, downsample, chunk))
-        while pending:
-            yield pending.popleft().result()
+        yield from ordered_map(_process_rows, ((settings_json, downsample, c) for c in chunks), pool, ahead=3 * workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
