@@ -30,6 +30,11 @@ class Reason(str, Enum):
     BAD_ENCODING = "bad_encoding"
     UNREADABLE_FILE = "unreadable_file"
     CTC_INFEASIBLE = "ctc_infeasible"
+    PATH_OUTSIDE_DATASET = "path_outside_dataset"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    FILE_TOO_LARGE = "file_too_large"
+    LABEL_TOO_LONG = "label_too_long"
+    BUILD_FAILED = "build_failed"
 
 
 @dataclass
