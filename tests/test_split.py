@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from vhrdata.cli import main
 from vhrdata.errors import SplitError
 from vhrdata.records import read_records, write_records
-from vhrdata.split import check_leakage, parse_ratios, split_by_writer, split_records
+from vhrdata.split import check_leakage, parse_ratios, split_groups, split_records
 
 
 def records(writer_sizes: dict, texts=None) -> pd.DataFrame:
@@ -30,23 +30,23 @@ def assert_writer_disjoint(df, splits):
 @pytest.mark.parametrize("method", ["stable", "balanced"])
 def test_split_is_writer_disjoint_and_deterministic(method):
     df = records({f"w{i}": 5 + i % 7 for i in range(60)})
-    a = split_by_writer(df, (0.8, 0.1, 0.1), seed=3, method=method)
+    a = split_groups(df, (0.8, 0.1, 0.1), seed=3, method=method)
     assert_writer_disjoint(df, a.splits)
     assert a.writer_disjoint and a.group == "writer"
     by_writer_a = dict(zip(df["writer"], a.splits))
     assert set(a.splits) <= {"train", "val", "test"}
     shuffled = df.sample(frac=1, random_state=1).reset_index(drop=True)
-    b = split_by_writer(shuffled, (0.8, 0.1, 0.1), seed=3, method=method)
+    b = split_groups(shuffled, (0.8, 0.1, 0.1), seed=3, method=method)
     assert dict(zip(shuffled["writer"], b.splits)) == by_writer_a
-    c = split_by_writer(df, (0.8, 0.1, 0.1), seed=4, method=method)
+    c = split_groups(df, (0.8, 0.1, 0.1), seed=4, method=method)
     assert dict(zip(df["writer"], c.splits)) != by_writer_a
 
 
 def test_stable_split_does_not_move_existing_writers_when_writers_are_added():
     old = records({f"w{i}": 4 for i in range(40)})
     new = pd.concat([old, records({f"new{i}": 9 for i in range(25)})], ignore_index=True)
-    a = split_by_writer(old, seed=7)
-    b = split_by_writer(new, seed=7)
+    a = split_groups(old, seed=7)
+    b = split_groups(new, seed=7)
     before = dict(zip(old["writer"], a.splits))
     after = dict(zip(new["writer"], b.splits))
     assert all(after[w] == s for w, s in before.items())
@@ -61,7 +61,7 @@ def test_stable_split_does_not_move_existing_writers_when_writers_are_added():
 def test_property_stable_and_disjoint(sizes, extra, seed):
     old = records({f"w{i}": n for i, n in enumerate(sizes)})
     new = pd.concat([old, records({f"x{i}": n for i, n in enumerate(extra)})], ignore_index=True)
-    a, b = split_by_writer(old, seed=seed), split_by_writer(new, seed=seed)
+    a, b = split_groups(old, seed=seed), split_groups(new, seed=seed)
     assert_writer_disjoint(new, b.splits)
     if not a.notes and not b.notes:  # no empty-split repair happened
         after = dict(zip(new["writer"], b.splits))
@@ -72,7 +72,7 @@ def test_property_stable_and_disjoint(sizes, extra, seed):
 def test_balanced_split_meets_ratios_by_lines():
     rng = np.random.default_rng(0)
     df = records({f"w{i}": int(n) for i, n in enumerate(rng.integers(1, 40, 200))})
-    r = split_by_writer(df, (0.8, 0.1, 0.1), seed=0, method="balanced")
+    r = split_groups(df, (0.8, 0.1, 0.1), seed=0, method="balanced")
     biggest = df["writer"].value_counts().max() / len(df)
     for s, want in zip(("train", "val", "test"), (0.8, 0.1, 0.1)):
         assert abs(r.achieved[s] - want) <= biggest
@@ -82,14 +82,14 @@ def test_balanced_split_meets_ratios_by_lines():
 def test_stable_split_never_leaves_a_requested_split_empty():
     df = records({f"w{i}": 10 for i in range(5)})
     for seed in range(20):
-        r = split_by_writer(df, (0.6, 0.2, 0.2), seed=seed)
+        r = split_groups(df, (0.6, 0.2, 0.2), seed=seed)
         assert all(r.lines[s] > 0 for s in ("train", "val", "test")), (seed, r.lines)
 
 
 def test_records_without_writers_are_grouped_by_image():
     df = records({"w": 30})
     df["writer"] = None
-    r = split_by_writer(df, (0.9, 0.1, 0.0))
+    r = split_groups(df, (0.9, 0.1, 0.0))
     assert r.group == "image" and not r.writer_disjoint
     assert any("NOT writer-disjoint" in n for n in r.notes)
     assert r.lines["test"] == 0 and r.lines["val"] > 0

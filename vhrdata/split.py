@@ -5,9 +5,10 @@ of its id and the seed. Two methods place groups into splits:
 
 - "stable" (default): fixed cut points at the cumulative ratios (0.8, 0.9 for 0.8/0.1/0.1). A group's split
   depends only on its id and the seed, so adding writers later never moves the existing ones. The line
-  ratios are then met on average; with few writers they may be off, and a requested split may even come
-  out empty. In that one case the groups nearest to that split's interval are moved into it, and the
-  result says so.
+  ratios are then met on average; with few writers they may be off (4 writers can give 50/25/25 for
+  80/10/10), and the result then carries a warning that names "balanced" with the shares it would give.
+  A requested split may even come out empty; in that one case the groups nearest to that split's interval
+  are moved into it, and the result says so.
 - "balanced": groups are ordered by u and the cut points are placed so that the line counts match the
   ratios as closely as writer granularity allows. Adding writers can move writers that sit next to a cut.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ class SplitResult:
     groups: dict[str, int]
     writer_disjoint: bool
     notes: list[str]
+    warnings: list[str] = field(default_factory=list)  # the split is usable but not what was asked
 
 
 def group_keys(df: pd.DataFrame, group: str = "writer") -> tuple[pd.Series, str, list[str]]:
@@ -87,14 +89,19 @@ def group_keys(df: pd.DataFrame, group: str = "writer") -> tuple[pd.Series, str,
     return keys, "writer", notes
 
 
-def split_by_writer(
+# Under --method stable, a split whose line share is off by more than this (absolute) gets a warning that
+# names --method balanced, when balanced comes closer.
+RATIO_WARN_TOLERANCE = 0.05
+
+
+def split_groups(
     df: pd.DataFrame,
     ratios=(0.8, 0.1, 0.1),
     seed: int = 0,
     group: str = "writer",
     method: str = "stable",
 ) -> SplitResult:
-    """Assign each record to train/val/test so that no group (writer) spans two splits.
+    """Assign each record to train/val/test so that no group (a writer, or an image) spans two splits.
 
     Args:
         df: records (needs writer and sha1 columns).
@@ -113,17 +120,25 @@ def split_by_writer(
     gids = sizes.index.to_numpy()
     u = np.array([group_hash(g, seed) for g in gids])
     cum = np.cumsum(ratios)
+    counts = sizes.to_numpy()
+    warnings: list[str] = []
     if method == "stable":
         idx = np.searchsorted(cum[:2], u, side="right")
         idx = _fill_empty_splits(idx, u, ratios, cum, notes)
+        stable_off = _deviation(idx, counts, ratios)
+        if stable_off > RATIO_WARN_TOLERANCE:
+            unit = {"writer": "writer", "image": "image"}.get(grouped_by, "group")
+            balanced = _balanced_indices(u, counts, cum)
+            if _deviation(balanced, counts, ratios) < stable_off - 1e-9:
+                warnings.append(
+                    f"asked {_fmt_shares(ratios)} but --method stable gives {_fmt_shares(_shares(idx, counts))} "
+                    f"with {len(gids)} {unit}s; --method balanced meets the asked ratios as closely as {unit} "
+                    f"granularity allows "
+                    f"(here {_fmt_shares(_shares(balanced, counts))}"
+                    + _empty_note(balanced, counts, ratios) + ")"
+                )
     else:
-        order = np.argsort(u, kind="stable")
-        counts = sizes.to_numpy()[order]
-        running = np.cumsum(counts) - counts / 2  # group midpoints in line units
-        total = counts.sum()
-        idx_sorted = np.searchsorted(cum[:2] * total, running, side="right")
-        idx = np.empty_like(idx_sorted)
-        idx[order] = idx_sorted
+        idx = _balanced_indices(u, counts, cum)
     group_split = pd.Series(np.array(SPLITS)[idx], index=gids)
     splits = keys.map(group_split)
     lines = {s: int((splits == s).sum()) for s in SPLITS}
@@ -132,8 +147,37 @@ def split_by_writer(
     groups = {s: int((group_split == s).sum()) for s in SPLITS}
     return SplitResult(
         splits=splits, group=grouped_by, method=method, requested=ratios, achieved=achieved, lines=lines,
-        groups=groups, writer_disjoint=grouped_by == "writer", notes=notes,
+        groups=groups, writer_disjoint=grouped_by == "writer", notes=notes, warnings=warnings,
     )
+
+
+def _balanced_indices(u: np.ndarray, counts: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Split index per group: groups ordered by hash, cut where the line counts meet the ratios."""
+    order = np.argsort(u, kind="stable")
+    ordered = counts[order]
+    running = np.cumsum(ordered) - ordered / 2  # group midpoints in line units
+    idx_sorted = np.searchsorted(cum[:2] * ordered.sum(), running, side="right")
+    idx = np.empty_like(idx_sorted)
+    idx[order] = idx_sorted
+    return idx
+
+
+def _shares(idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.bincount(idx, weights=counts, minlength=3) / counts.sum()
+
+
+def _deviation(idx: np.ndarray, counts: np.ndarray, ratios) -> float:
+    return float(np.abs(_shares(idx, counts) - np.asarray(ratios)).max())
+
+
+def _empty_note(idx: np.ndarray, counts: np.ndarray, ratios) -> str:
+    shares = _shares(idx, counts)
+    empty = [SPLITS[s] for s in range(3) if ratios[s] > 0 and shares[s] == 0]
+    return f", which leaves {' and '.join(empty)} empty" if empty else ""
+
+
+def _fmt_shares(shares) -> str:
+    return "/".join(f"{100 * x:.0f}" for x in shares) + " %"
 
 
 def _fill_empty_splits(idx, u, ratios, cum, notes):
@@ -204,7 +248,7 @@ def split_records(
     directory = Path(directory)
     meta = read_records_meta(directory)
     df = read_records(directory)
-    result = split_by_writer(df, ratios, seed, group, method)
+    result = split_groups(df, ratios, seed, group, method)
     df["split"] = result.splits.to_numpy()
     leakage = check_leakage(df)
     info = {
@@ -217,6 +261,7 @@ def split_records(
         "method": result.method,
         "writer_disjoint": result.writer_disjoint,
         "notes": result.notes,
+        "warnings": result.warnings,
         "leakage": leakage,
     }
     meta = {k: v for k, v in meta.items() if k != "schema_version"}

@@ -110,6 +110,8 @@ def split_cmd(directory, ratios, seed, group, method):
     for s in SPLITS:
         click.echo(f"  {s:5s} {result.lines[s]:7d} lines  {result.groups[s]:6d} groups  "
                    f"{result.achieved[s]:.3f} (asked {result.requested[SPLITS.index(s)]:.3f})")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}")
     echo_leakage(leakage)
     if not leakage["ok"]:
         raise click.ClickException("leakage found between splits (see above)")
