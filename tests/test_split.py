@@ -154,3 +154,32 @@ def test_check_leakage_needs_a_split(tmp_path):
     d = write_dir(tmp_path, records({"w": 2}))
     res = CliRunner().invoke(main, ["check-leakage", str(d)])
     assert res.exit_code == 1 and "vhrdata split" in res.output
+
+
+def test_stable_split_with_few_writers_warns_and_names_balanced():
+    df = records({f"w{i}": 10 for i in range(4)})
+    r = split_groups(df, (0.8, 0.1, 0.1), seed=0)
+    assert r.lines == {"train": 20, "val": 10, "test": 10}  # 50/25/25, far from 80/10/10
+    assert len(r.warnings) == 1
+    w = r.warnings[0]
+    assert "asked 80/10/10 %" in w and "gives 50/25/25 %" in w and "4 writers" in w
+    assert "--method balanced meets the asked ratios as closely as writer granularity allows" in w
+    balanced = split_groups(df, (0.8, 0.1, 0.1), seed=0, method="balanced")
+    shares = "/".join(f"{100 * balanced.achieved[s]:.0f}" for s in ("train", "val", "test"))
+    assert f"(here {shares} %" in w  # the shares it names are the ones balanced gives
+    assert balanced.warnings == []
+
+
+def test_stable_split_with_many_writers_does_not_warn():
+    r = split_groups(records({f"w{i}": 10 for i in range(400)}), (0.8, 0.1, 0.1), seed=0)
+    assert all(abs(r.achieved[s] - want) <= 0.05 for s, want in zip(("train", "val", "test"), (0.8, 0.1, 0.1)))
+    assert r.warnings == []
+
+
+def test_cli_split_prints_the_balanced_warning_and_records_it(tmp_path):
+    d = write_dir(tmp_path, records({f"w{i}": 10 for i in range(4)}))
+    res = CliRunner().invoke(main, ["split", str(d), "--ratios", "0.8,0.1,0.1"])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("warning: "))
+    assert "--method balanced" in line and "50/25/25" in line
+    assert json.loads((d / "split.json").read_text())["warnings"] == [line[len("warning: "):]]
