@@ -19,7 +19,7 @@ import pandas as pd
 from vhrdata import __version__
 from vhrdata.errors import OutputNotWritable
 from vhrdata.images import ImageCheck, SizeLimits, check_image
-from vhrdata.layouts import RawItem, open_layout
+from vhrdata.raw_formats import RawItem, open_layout
 from vhrdata.quarantine import QUARANTINE_FILE, QuarantineItem, Reason, write_quarantine
 from vhrdata.records import COLUMNS, SCHEMA_VERSION, empty_records, write_records
 from vhrdata.text import CleanSettings, clean_text

@@ -7,7 +7,7 @@ import click
 from vhrdata.cli._common import LazyProgress, handle_errors
 from vhrdata.images import SizeLimits
 from vhrdata.ingest import IngestSettings, ingest
-from vhrdata.layouts import LAYOUTS
+from vhrdata.raw_formats import LAYOUTS
 from vhrdata.records import SPLITS, read_records
 from vhrdata.split import GROUPS, METHODS, check_leakage, parse_ratios, split_records
 from vhrdata.text import TONE_STYLES, CleanSettings

@@ -1,4 +1,4 @@
-"""Readers of raw dataset layouts. Each yields `RawItem`s, or `QuarantineItem`s for lines it cannot use.
+"""Readers of raw dataset formats. Each yields `RawItem`s, or `QuarantineItem`s for lines it cannot use.
 
 Layouts:
 - kalapa: `SRC/images/<writer>/<file>` + `SRC/annotations/<writer>.txt`, lines `<writer>/<file>\\t<text>`.
