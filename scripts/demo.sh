@@ -7,7 +7,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # Each stage writes a fresh run: clear what an earlier demo left (only the stage folders).
 rm -rf "$work"/{synth,records,store,report,run,eval}
-vhrdata run pipelines/synthetic.yaml --work "$work"
+# The pipeline file resolves its own relative paths; --work is taken as typed (relative to this folder).
+vhrdata run "$(dirname "$0")/../pipelines/synthetic.yaml" --work "$work"
 echo
 echo "demo finished; outputs in $work/:"
 echo "  records/   records.parquet, quarantine.jsonl, ingest.json, split.json"

@@ -2,11 +2,15 @@
 import pytest
 from click.testing import CliRunner
 
+import os
+import re
+from pathlib import Path
+
 from conftest import REPO
 from test_ingest import make_kalapa
 from vhrdata.cli import main
 from vhrdata.errors import PipelineError
-from vhrdata.pipeline import STAGES, load_pipeline
+from vhrdata.pipeline import SECONDS_PER_LINE, STAGES, estimate_training, load_pipeline
 from vhrdata.records import read_records
 
 
@@ -33,7 +37,7 @@ def write(tmp_path, text):
 def test_options_map_to_command_line(tmp_path):
     p = write(tmp_path, "name: t\nwork: W\nstages:\n  - ingest: {layout: kalapa, keep_whitespace: true}\n"
                         "  - split: {ratios: [0.8, 0.1, 0.1], seed: 3}\n")
-    pipe = load_pipeline(p, src="S")
+    pipe = load_pipeline(p, src="S", work="W")
     assert pipe.steps[0].argv == ["ingest", "S", "--out", "W/records", "--layout", "kalapa", "--keep-whitespace"]
     assert pipe.steps[1].argv == ["split", "W/records", "--ratios", "0.8,0.1,0.1", "--seed", "3"]
 
@@ -72,3 +76,128 @@ def test_run_reports_the_failing_stage(tmp_path):
 
 def test_every_stage_maps_to_a_program():
     assert {s.program for s in STAGES.values()} == {"vhrdata", "vhrmodel"}
+
+
+SHIPPED = sorted((REPO / "pipelines").glob("*.yaml"))
+
+
+def option(step, flag):
+    return step.argv[step.argv.index(flag) + 1]
+
+
+def test_relative_paths_in_the_file_resolve_against_its_folder_from_any_cwd(tmp_path, monkeypatch):
+    sub = tmp_path / "project" / "pipes"
+    sub.mkdir(parents=True)
+    (sub / "aug.yaml").write_text("p_elastic: 0.5\n")
+    p = sub / "p.yaml"
+    p.write_text("name: t\nsrc: ../data\nwork: ../work\nstages:\n  - ingest\n  - build-lmdb: {height: 48}\n"
+                 "  - train: {preset: small, augment-config: aug.yaml, epochs: 2}\n"
+                 "  - evaluate: {decoder: beam, lm: '{run}/charlm.json'}\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    pipe = load_pipeline(p)
+    root = tmp_path / "project"
+    assert Path(pipe.src) == root / "data" and Path(pipe.work) == root / "work"
+    ingest, build, train, evaluate = pipe.steps
+    assert ingest.argv[1] == str(root / "data") and option(ingest, "--out") == str(root / "work" / "records")
+    assert option(train, "--augment-config") == str(sub / "aug.yaml")
+    assert option(evaluate, "--lm") == str(root / "work" / "run" / "charlm.json")
+    # the same through the CLI, from a relative pipeline path: nothing lands under the current directory
+    res = CliRunner().invoke(main, ["run", os.path.relpath(p), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    for line in [x for x in res.output.splitlines() if x.startswith("[")]:
+        for arg in line.split()[3:]:
+            if "/" in arg:
+                assert (elsewhere / arg).resolve().is_relative_to(root), line
+    assert not any(elsewhere.iterdir())
+
+
+def test_src_and_work_on_the_command_line_are_taken_as_typed(tmp_path, monkeypatch):
+    sub = tmp_path / "pipes"
+    sub.mkdir()
+    p = write(sub, "name: t\nsrc: ../data\nwork: ../work\nstages:\n  - ingest\n  - evaluate: {lm: '{run}/lm.json'}\n")
+    monkeypatch.chdir(tmp_path)
+    pipe = load_pipeline(p, src="mine", work="out")
+    assert pipe.steps[0].argv[:4] == ["ingest", "mine", "--out", "out/records"]
+    assert option(pipe.steps[1], "--lm") == "out/run/lm.json"
+
+
+def test_shipped_pipelines_find_their_data_from_another_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("kalapa", "iam"):
+        pipe = load_pipeline(REPO / "pipelines" / f"{name}.yaml")
+        assert Path(pipe.src) == REPO / "data" / f"{name}-sample" and Path(pipe.src).is_dir()
+        assert Path(pipe.work) == REPO / "work" / name
+    assert Path(load_pipeline(REPO / "pipelines" / "synthetic.yaml").work) == REPO / "work" / "synthetic"
+
+
+def test_unknown_placeholder_is_a_pipeline_error(tmp_path):
+    p = write(tmp_path, "stages:\n  - evaluate: {lm: '{nope}/lm.json'}\n")
+    with pytest.raises(PipelineError, match=r"cannot fill .*placeholders are \{src\}"):
+        load_pipeline(p)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_pipelines_build_at_the_height_their_preset_recommends(path):
+    from vhrmodel.presets import RECOMMENDED_HEIGHT
+
+    pipe = load_pipeline(path, src="/data", work="/w")
+    train, build = pipe.step("train"), pipe.step("build-lmdb")
+    if train is None:
+        pytest.skip("no train stage")
+    assert "preset" in train.options, "a pipeline that trains names its preset"
+    assert int(build.options["height"]) == RECOMMENDED_HEIGHT[train.options["preset"]]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_beam_evaluations_pass_the_runs_char_lm(path):
+    pipe = load_pipeline(path, src="/data", work="/w")
+    for step in pipe.steps:
+        if step.stage == "evaluate" and step.options.get("decoder") == "beam":
+            assert option(step, "--lm") == "/w/run/charlm.json"
+            assert option(step, "--split") == "test"
+
+
+def test_cinnamon_pipeline_splits_80_10_10_by_image():
+    split = load_pipeline(REPO / "pipelines" / "cinnamon.yaml", src="/d", work="/w").step("split")
+    assert split.options["ratios"] == "0.8,0.1,0.1" and split.options["group"] == "image"
+
+
+def test_training_estimate_is_lines_times_epochs_times_the_preset_constant(tmp_path):
+    p = write(tmp_path, "name: t\nstages:\n  - synth: {lines: 600}\n  - ingest\n  - split: {ratios: '0.5,0.25,0.25'}\n"
+                        "  - train: {preset: tiny, epochs: 10}\n")
+    est = estimate_training(load_pipeline(p, work=str(tmp_path / "w")))
+    assert (est.preset, est.epochs, est.train_lines, est.val_lines) == ("tiny", 10, 300, 150)
+    assert est.seconds == pytest.approx(10 * 450 * SECONDS_PER_LINE["tiny"])
+    capped = write(tmp_path, "name: t\nstages:\n  - synth: {lines: 6000}\n  - train: {epochs: 100, time-limit: 1}\n")
+    est = estimate_training(load_pipeline(capped, work=str(tmp_path / "w")))
+    assert est.preset == "small" and est.capped_by_time_limit and est.seconds < 100 * 5400 * SECONDS_PER_LINE["small"]
+
+
+def test_training_estimate_counts_an_existing_store(tmp_path):
+    (tmp_path / "w" / "store").mkdir(parents=True)
+    (tmp_path / "w" / "store" / "index.json").write_text('{"splits": {"train": {"count": 70}, "val": {"count": 7}}}')
+    p = write(tmp_path, "name: t\nstages:\n  - train: {preset: small, epochs: 3}\n")
+    est = estimate_training(load_pipeline(p, work=str(tmp_path / "w")))
+    assert (est.train_lines, est.val_lines) == (70, 7) and "store" in est.lines_from
+    assert est.seconds == pytest.approx(3 * 77 * SECONDS_PER_LINE["small"])
+
+
+def test_a_pipeline_that_trains_prints_plan_preset_and_estimate_before_the_first_stage(tmp_path):
+    res = CliRunner().invoke(main, ["run", str(REPO / "pipelines" / "synthetic.yaml"), "--work",
+                                    str(tmp_path / "w"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    first_stage = next(i for i, x in enumerate(lines) if x.startswith("[1/"))
+    head = "\n".join(lines[:first_stage])
+    assert "plan: synth → ingest → split → build-lmdb → verify → stats → train → evaluate" in head
+    assert re.search(r"train: preset tiny, 12 epoch\(s\), ~480 train \+ ~60 val lines", head)
+    assert re.search(r"estimated training time ~\d+ min = 12 epochs × 540 lines × 0.04 s", head)
+    assert not (tmp_path / "w").exists()  # a dry run writes nothing
+
+
+def test_a_pipeline_without_train_prints_no_estimate(tmp_path):
+    p = write(tmp_path, "name: t\nstages:\n  - split\n")
+    res = CliRunner().invoke(main, ["run", str(p), "--work", str(tmp_path), "--dry-run"])
+    assert res.exit_code == 0 and "plan: split" in res.output and "estimated" not in res.output

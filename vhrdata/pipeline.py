@@ -8,19 +8,29 @@ pipeline's work folder:
     WORK/store     LMDB store (build-lmdb)                 WORK/report   statistics report (stats)
     WORK/run       training run (train)                    WORK/eval     evaluation (evaluate)
 
-Example (pipelines/cinnamon.yaml):
+Paths. Relative paths written in the file (`src:`, `work:`, and path options such as `lm:` or
+`augment-config:`) resolve against the folder that holds the file, never the current directory, so a
+pipeline runs the same from anywhere. `--src` and `--work` given on the command line are taken as typed.
+Option values may name the stage folders: `{work}`, `{src}`, `{records}`, `{store}`, `{run}`, e.g.
+`lm: "{run}/charlm.json"`.
 
-    name: cinnamon
-    src: ../shared/data/cinnamon-0916
-    work: work/cinnamon
+Example (pipelines/kalapa.yaml; `../data/kalapa-sample` is relative to pipelines/):
+
+    name: kalapa
+    src: ../data/kalapa-sample
+    work: ../work/kalapa
     stages:
-      - ingest: {layout: cinnamon}
-      - split: {group: image, ratios: "0.9,0.1,0"}
-      - build-lmdb: {height: 64}
+      - ingest: {layout: kalapa}
+      - split: {ratios: "0.8,0.1,0.1"}
+      - build-lmdb: {height: 48}
+      - train: {preset: small, epochs: 60}
+      - evaluate: {split: test, decoder: beam, lm: "{run}/charlm.json"}
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +66,12 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
+# Options whose values are paths: a relative value in the file resolves against the file's folder.
+PATH_OPTIONS = {"lm", "augment-config", "init-from", "records", "font-dir", "model", "store", "out"}
+# Options that may also take a bare name instead of a path (e.g. a packaged model); such names pass unchanged.
+NAME_OR_PATH_OPTIONS = {"init-from"}
+
+
 @dataclass
 class Step:
     """One stage, resolved to a command line."""
@@ -63,6 +79,7 @@ class Step:
     stage: str
     program: str
     argv: list[str]
+    options: dict[str, Any] = field(default_factory=dict)  # merged options, keys spelled as flags (dashes)
 
     def display(self) -> str:
         return " ".join([self.program, *self.argv])
@@ -74,6 +91,29 @@ class Pipeline:
     src: str | None
     work: str
     steps: list[Step]
+    path: str = ""  # the pipeline file
+
+    def step(self, stage: str) -> Step | None:
+        return next((s for s in self.steps if s.stage == stage), None)
+
+
+def _resolve(value: str, base: Path) -> str:
+    """`value` as a path: `~` expanded, and a relative path joined to `base` (normalised, kept relative)."""
+    value = os.path.expanduser(str(value))
+    if os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(str(base), value))
+
+
+def _fill(value: Any, fill: dict[str, str], path: Path) -> Any:
+    if not isinstance(value, str) or "{" not in value:
+        return value
+    try:
+        return value.format(**fill)
+    except (KeyError, IndexError, ValueError) as ex:
+        raise PipelineError(
+            f"{path}: cannot fill {value!r} ({ex}); the placeholders are {', '.join('{' + k + '}' for k in fill)}"
+        ) from None
 
 
 def _option_args(options: dict[str, Any]) -> list[str]:
@@ -110,8 +150,11 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
     unknown = set(spec) - {"name", "src", "work", "stages", "schema_version", "description"}
     if unknown:
         raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    src = src or spec.get("src")
-    work = work or spec.get("work") or f"work/{spec.get('name', path.stem)}"
+    here = path.parent
+    if src is None and spec.get("src") is not None:
+        src = _resolve(spec["src"], here)
+    if work is None:
+        work = _resolve(spec.get("work") or f"work/{spec.get('name', path.stem)}", here)
     names = [next(iter(s)) if isinstance(s, dict) and len(s) == 1 else s for s in spec["stages"]]
     if "synth" in names and src is None:
         src = f"{work}/synth"
@@ -131,9 +174,138 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
         if stage == "ingest" and src is None:
             raise PipelineError(f"{path}: no dataset given; set `src:` in the file or pass --src")
         st = STAGES[stage]
-        fill = {"src": src or "", "work": work}
+        fill = {"src": src or "", "work": work, "records": f"{work}/records", "store": f"{work}/store",
+                "run": f"{work}/run"}
         merged = {k: v.format(**fill) for k, v in st.options.items()}
-        merged.update(options)
+        for key, value in options.items():
+            flag = str(key).replace("_", "-")
+            filled = _fill(value, fill, path)
+            if (flag in PATH_OPTIONS and isinstance(value, str) and filled == value
+                    and not (flag in NAME_OR_PATH_OPTIONS and "/" not in value and "." not in value)):
+                filled = _resolve(value, here)  # a literal relative path written in the file
+            merged[flag] = filled
         argv = [st.command, *(p.format(**fill) for p in st.positional), *_option_args(merged)]
-        steps.append(Step(stage, st.program, argv))
-    return Pipeline(spec.get("name", path.stem), src, work, steps)
+        steps.append(Step(stage, st.program, argv, merged))
+    return Pipeline(spec.get("name", path.stem), src, work, steps, str(path))
+
+
+# ---------------------------------------------------------------------------- the training-time estimate
+
+# Rough seconds per line per epoch (one training pass over the train lines plus validation on the val lines,
+# counted together), on 2 CPU cores at the preset's recommended height. tiny: `make demo` (12 epochs of
+# ~540 lines in ~258 s at height 32); small: docs/RESULTS.md (57 epochs of 1,500 lines in 95.5 min at
+# height 48). base is not measured on CPU: the figure is an extrapolation, and base is meant for a GPU,
+# which is many times faster than any of these.
+SECONDS_PER_LINE = {"tiny": 0.04, "small": 0.067, "base": 0.6}
+DEFAULT_PRESET = "small"  # what `vhrmodel train` uses without --preset or --init-from
+DEFAULT_EPOCHS = 30  # `vhrmodel train --epochs` default
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+@dataclass
+class TrainEstimate:
+    """How long the train stage may take; rough, see SECONDS_PER_LINE."""
+
+    preset: str
+    epochs: int
+    train_lines: int | None
+    val_lines: int | None
+    lines_from: str  # where the line counts come from
+    seconds: float | None  # None when the line count is unknown
+    seconds_per_line: float
+    capped_by_time_limit: bool = False
+
+    def describe(self) -> str:
+        head = f"train: preset {self.preset}, {self.epochs} epoch(s)"
+        if self.seconds is None:
+            return f"{head}; line count unknown until the data is ingested ({self.lines_from})"
+        cap = " (capped by --time-limit)" if self.capped_by_time_limit else ""
+        return (
+            f"{head}, ~{self.train_lines} train + ~{self.val_lines} val lines ({self.lines_from}); "
+            f"estimated training time ~{format_duration(self.seconds)}{cap} "
+            f"= {self.epochs} epochs × {self.train_lines + self.val_lines} lines × {self.seconds_per_line} s "
+            f"(a rough estimate for 2 CPU cores; a GPU is much faster)"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _ratios(pipe: Pipeline) -> tuple[float, float, float]:
+    step = pipe.step("split")
+    value = (step.options.get("ratios") if step else None) or "0.8,0.1,0.1"
+    try:
+        parts = [float(x) for x in (value.split(",") if isinstance(value, str) else value)]
+        return (parts[0], parts[1], parts[2])
+    except (ValueError, IndexError, TypeError):
+        return (0.8, 0.1, 0.1)
+
+
+def _count_source_lines(src: str) -> int | None:
+    """About how many lines a raw dataset holds: manifest rows, or image files under the folder."""
+    p = Path(src)
+    if p.is_file():
+        try:
+            with open(p, "rb") as f:
+                n = sum(1 for line in f if line.strip())
+        except OSError:
+            return None
+        return max(n - (1 if p.suffix.lower() in (".csv", ".tsv") else 0), 0)
+    if p.is_dir():
+        return sum(1 for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    return None
+
+
+def estimate_lines(pipe: Pipeline) -> tuple[int | None, int | None, str]:
+    """(train lines, val lines, where the counts come from), from the best source available now."""
+    train = pipe.step("train")
+    store = Path(str(train.options.get("store", f"{pipe.work}/store"))) if train else Path(pipe.work) / "store"
+    index = store / "index.json"
+    if index.is_file():
+        try:
+            splits = json.loads(index.read_text(encoding="utf-8")).get("splits", {})
+            return (int(splits.get("train", {}).get("count", 0)), int(splits.get("val", {}).get("count", 0)),
+                    f"store {store}")
+        except (OSError, ValueError, AttributeError):
+            pass
+    r = _ratios(pipe)
+    synth = pipe.step("synth")
+    if synth is not None:
+        n = int(synth.options.get("lines", 0) or 0)
+        if n:
+            return round(n * r[0]), round(n * r[1]), f"the synth stage's {n} lines × split ratios"
+    if pipe.src:
+        n = _count_source_lines(pipe.src)
+        if n:
+            return round(n * r[0]), round(n * r[1]), f"about {n} images in {pipe.src} × split ratios"
+    return None, None, f"nothing to count yet in {pipe.src or pipe.work}"
+
+
+def estimate_training(pipe: Pipeline) -> TrainEstimate | None:
+    """The training-time estimate of the pipeline's train stage, or None when it has no train stage."""
+    step = pipe.step("train")
+    if step is None:
+        return None
+    o = step.options
+    preset = str(o.get("preset") or DEFAULT_PRESET)
+    epochs = int(o.get("epochs") or DEFAULT_EPOCHS)
+    per_line = SECONDS_PER_LINE.get(preset, SECONDS_PER_LINE[DEFAULT_PRESET])
+    train_lines, val_lines, source = estimate_lines(pipe)
+    if train_lines is None:
+        return TrainEstimate(preset, epochs, None, None, source, None, per_line)
+    if o.get("steps-per-epoch"):
+        train_lines = min(train_lines, int(o["steps-per-epoch"]) * int(o.get("batch-size") or 16))
+    if o.get("val-limit"):
+        val_lines = min(val_lines, int(o["val-limit"]))
+    seconds = epochs * (train_lines + val_lines) * per_line
+    capped = False
+    if o.get("time-limit"):
+        limit = float(o["time-limit"]) * 60 + (train_lines + val_lines) * per_line  # stops after that epoch
+        capped = limit < seconds
+        seconds = min(seconds, limit)
+    return TrainEstimate(preset, epochs, train_lines, val_lines, source, seconds, per_line, capped)

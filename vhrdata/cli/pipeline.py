@@ -8,7 +8,7 @@ import time
 import click
 
 from vhrdata.cli._common import handle_errors
-from vhrdata.pipeline import STAGES, load_pipeline
+from vhrdata.pipeline import STAGES, estimate_training, load_pipeline
 
 
 def _program(name: str) -> click.Group:
@@ -30,7 +30,9 @@ def run_cmd(pipeline_file, src, work, only, start, dry_run):
     """Run a declarative pipeline (pipelines/*.yaml) stage by stage.
 
     Stages: synth, ingest, split, check-leakage, build-lmdb, verify, stats, train, evaluate. Each runs the
-    command of the same name with the options given in the file.
+    command of the same name with the options given in the file. Relative paths in the file resolve against
+    the file's folder; --src and --work are taken as typed. Before it starts, the run prints its plan and,
+    when it trains, the preset and a rough estimate of the training time.
 
     Example:
 
@@ -45,8 +47,17 @@ def run_cmd(pipeline_file, src, work, only, start, dry_run):
     steps = [s for s in pipe.steps if s.stage in wanted]
     if start:
         steps = steps[[s.stage for s in steps].index(start):]
-    click.echo(f"pipeline {pipe.name}: {len(steps)} stage(s), work folder {pipe.work}")
+    click.echo(f"pipeline {pipe.name}: {len(steps)} stage(s), work folder {pipe.work}"
+               + (f", data {pipe.src}" if pipe.src else ""))
+    click.echo("plan: " + " → ".join(s.stage for s in steps))
+    planned = estimate_training(pipe) if any(s.stage == "train" for s in steps) else None
+    if planned is not None:
+        click.echo(planned.describe())
     for i, step in enumerate(steps, 1):
+        if step.stage == "train" and not dry_run and planned is not None and i > 1:
+            now = estimate_training(pipe)  # the store exists by now: count its lines
+            if now is not None and now.lines_from != planned.lines_from:
+                click.echo(now.describe())
         click.secho(f"[{i}/{len(steps)}] {step.display()}", bold=True)
         if dry_run:
             continue
