@@ -7,7 +7,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # Each stage writes a fresh run: clear what an earlier demo left (only the stage folders).
 rm -rf "$work"/{synth,records,store,report,run,eval}
-# The pipeline file resolves its own relative paths; --work is taken as typed (relative to this folder).
+# The pipeline file resolves its own relative paths; --work is taken as typed (relative to the current folder).
 vhrdata run "$(dirname "$0")/../pipelines/synthetic.yaml" --work "$work"
 echo
 echo "demo finished; outputs in $work/:"
