@@ -1,4 +1,8 @@
-"""Report plots: matplotlib on the Agg canvas (no pyplot, no display, no global backend switch)."""
+"""Report plots: matplotlib on the Agg canvas (no pyplot, no display, no global backend switch).
+
+Each `*_plot` function returns PNG bytes; the matching `*_figure` function returns the matplotlib Figure,
+so tests can inspect ticks and labels. Text is set in DejaVu Sans, which has every Vietnamese letter.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 
 SPLIT_COLORS = {"all": "#555555", "train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 _OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+FONT = "DejaVu Sans"  # ships with matplotlib; covers Vietnamese (ă â đ ê ô ơ ư and the tone marks)
 
 
 def _figure(width: float = 7.0, height: float = 3.0):
@@ -18,6 +23,12 @@ def _figure(width: float = 7.0, height: float = 3.0):
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _integer_axis(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def _png(fig) -> bytes:
@@ -54,16 +65,38 @@ def histogram_plot(dist: dict[str, Any], title: str, xlabel: str) -> bytes:
     return _png(fig)
 
 
-def count_histogram_plot(edges: list[float], counts: list[int], title: str, xlabel: str, ylabel: str) -> bytes:
-    """One histogram in absolute counts."""
+def count_histogram_figure(edges: list[float], counts: list[int], title: str, xlabel: str, ylabel: str):
+    """One histogram in absolute counts, on whole-number axes (e.g. lines per writer).
+
+    Bins one unit wide are drawn as bars centred on their value, so one writer with 25 lines is one bar
+    at 25 on an axis of whole numbers around it, not a bar spanning 25.0-26.0.
+    """
     fig = _figure()
     ax = fig.add_subplot()
-    ax.stairs(np.asarray(counts, dtype=float), np.asarray(edges, dtype=float), fill=True, alpha=0.7)
-    ax.set_title(title)
+    e = np.asarray(edges, dtype=float)
+    c = np.asarray(counts, dtype=float)
+    widths = np.diff(e)
+    integer_bins = bool(len(widths)) and np.allclose(widths, 1) and np.allclose(e, np.round(e))
+    if integer_bins:
+        ax.bar(e[:-1], c, width=0.8, alpha=0.7, color="#1f77b4")
+        ax.set_xlim(e[0] - 1.5, e[-2] + 1.5)
+    else:
+        ax.stairs(c, e, fill=True, alpha=0.7, color="#1f77b4")
+    _integer_axis(ax.xaxis)
+    _integer_axis(ax.yaxis)
+    ax.set_ylim(0, max(1.0, float(c.max()) if c.size else 1.0) * 1.1)
+    total = int(c.sum())
+    unit = ylabel[:-1] if total == 1 and ylabel.endswith("s") else ylabel
+    ax.set_title(f"{title} ({total} {unit})" if total <= 3 else title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
+
+
+def count_histogram_plot(edges: list[float], counts: list[int], title: str, xlabel: str, ylabel: str) -> bytes:
+    """One histogram in absolute counts (PNG); see count_histogram_figure."""
+    return _png(count_histogram_figure(edges, counts, title, xlabel, ylabel))
 
 
 def grouped_bar_plot(
@@ -90,18 +123,45 @@ def grouped_bar_plot(
     return _png(fig)
 
 
-def bar_plot(labels: list[str], values: list[float], title: str, ylabel: str, *, rotate: bool = False,
-             width: float = 7.0) -> bytes:
-    """A single-series bar chart."""
-    fig = _figure(width=width)
-    ax = fig.add_subplot()
-    x = np.arange(len(labels))
-    ax.bar(x, values, color="#1f77b4")
-    ax.set_xticks(x, labels, rotation=90 if rotate else 0, fontsize=8 if rotate else 10)
+def bar_figure(labels: list[str], values: list[float], title: str, ylabel: str, *, horizontal: bool = False,
+               rotate: bool | None = None, width: float = 7.0):
+    """A single-series bar chart.
+
+    `horizontal` draws one bar per row with the label as the y tick, read left to right: the form for many
+    or long labels (characters, reason codes), which vertical bars would need rotated 90°. `rotate` is the
+    old name of `horizontal`; labels are never rotated.
+    """
+    horizontal = bool(horizontal or rotate)
+    whole = all(float(v).is_integer() for v in values)
+    if horizontal:
+        fig = _figure(width=min(width, 7.0), height=max(2.0, 0.8 + 0.2 * len(labels)))
+        ax = fig.add_subplot()
+        y = np.arange(len(labels))
+        ax.barh(y, values, color="#1f77b4")
+        ax.set_yticks(y, labels, fontfamily=FONT, fontsize=11 if len(labels) <= 40 else 9)
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # first (largest) on top
+        ax.set_xlabel(ylabel)
+        if whole:
+            _integer_axis(ax.xaxis)
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        fig = _figure(width=width)
+        ax = fig.add_subplot()
+        x = np.arange(len(labels))
+        ax.bar(x, values, color="#1f77b4")
+        ax.set_xticks(x, labels, fontfamily=FONT)
+        ax.set_ylabel(ylabel)
+        if whole:
+            _integer_axis(ax.yaxis)
+        ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return fig
+
+
+def bar_plot(labels: list[str], values: list[float], title: str, ylabel: str, *, horizontal: bool = False,
+             rotate: bool | None = None, width: float = 7.0) -> bytes:
+    """A single-series bar chart (PNG); see bar_figure."""
+    return _png(bar_figure(labels, values, title, ylabel, horizontal=horizontal, rotate=rotate, width=width))
 
 
 def padding_plot(padding: dict[str, dict[str, dict[str, float]]], title: str) -> bytes:
