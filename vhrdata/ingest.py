@@ -1,13 +1,18 @@
 """Ingest: raw dataset → cleaned records.parquet + quarantine.jsonl + ingest.json.
 
-Every item read ends in exactly one of the two files, so `in == kept + quarantined` always holds.
+Every item read ends in exactly one of the two files, so `in == kept + quarantined` always holds. The
+three files are written aside and committed together (`_commit`), so a failed run leaves the previous
+output as it was.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -17,16 +22,19 @@ from typing import Callable
 import pandas as pd
 
 from vhrdata import __version__
-from vhrdata.errors import OutputNotWritable
+from vhrdata.errors import OutputNotWritable, RecordsError
 from vhrdata.images import ImageCheck, SizeLimits, check_image
-from vhrdata.raw_formats import RawItem, open_layout
 from vhrdata.quarantine import QUARANTINE_FILE, QuarantineItem, Reason, write_quarantine
-from vhrdata.records import COLUMNS, SCHEMA_VERSION, empty_records, write_records
-from vhrdata.text import CleanSettings, clean_text
+from vhrdata.raw_formats import DEFAULT_MAX_FILE_BYTES, RawItem, check_source_file, open_layout
+from vhrdata.records import COLUMNS, RECORDS_FILE, SCHEMA_VERSION, empty_records, is_vhr_records, write_records
+from vhrdata.split import SPLIT_FILE
+from vhrdata.text import CleanSettings, clean_text, has_visible_text
 
 log = logging.getLogger(__name__)
 
 INGEST_FILE = "ingest.json"
+OWN_FILES = (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE, SPLIT_FILE)  # split.json: `vhrdata split` adds it
+TMP_PREFIX = ".ingest-tmp-"
 
 
 @dataclass(frozen=True)
@@ -35,11 +43,13 @@ class IngestSettings:
 
     Args:
         layout: auto, kalapa, cinnamon, iam or manifest.
-        encoding: encoding of annotation, label and manifest files.
+        encoding: encoding of annotation, label and manifest files (a byte-order mark overrides it).
         clean: label cleaning rules.
         limits: accepted image sizes.
         dedupe_images: quarantine later copies of byte-identical images.
         workers: threads that read and decode images (Pillow releases the GIL while decoding).
+        allow_outside: read images whose path resolves outside the dataset folder (a manifest's folder).
+        max_file_bytes: the largest image or annotation file that is read at all.
     """
 
     layout: str = "auto"
@@ -48,6 +58,12 @@ class IngestSettings:
     limits: SizeLimits = field(default_factory=SizeLimits)
     dedupe_images: bool = True
     workers: int = 0  # 0: one per core
+    allow_outside: bool = False
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+    def __post_init__(self):
+        if self.max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes must be positive. Received: max_file_bytes={self.max_file_bytes}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +95,137 @@ def _ensure_writable(out: Path) -> None:
         raise OutputNotWritable(f"cannot write to output folder {out}: {ex.strerror or ex}") from None
 
 
+def _is_own_leftover(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) or name == ".vhr-write-test" or name in {f + ".tmp" for f in OWN_FILES}
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse an output folder that holds a store or files ingest did not write; ingest replaces its files
+    there, so anything else would be mixed with them or lost."""
+    if not os.path.lexists(out):
+        return
+    if not out.is_dir():
+        raise OutputNotWritable(f"output {out} exists and is not a folder; choose a new folder for --out")
+    names = sorted(os.listdir(out))
+    if "index.json" in names or any(
+        n.startswith("shard-") or (out / n).is_dir() and any(c.startswith("shard-") for c in _listdir(out / n))
+        for n in names
+    ):
+        raise OutputNotWritable(f"{out} holds a store (index.json or shard-* folders); ingest would mix its "
+                                "records with it: choose another folder for --out")
+    foreign = [n for n in names if n not in OWN_FILES and not _is_own_leftover(n)]
+    records = out / RECORDS_FILE
+    if RECORDS_FILE in names and not is_vhr_records(records):
+        foreign.insert(0, RECORDS_FILE + " (not written by vhr)")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputNotWritable(f"{out} holds files that ingest did not write ({shown}); choose an empty or new "
+                                "folder for --out")
+
+
+def _listdir(d: Path) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
+def _write_error(ex: OSError, out: Path, what: str) -> OutputNotWritable:
+    code = ex.errno
+    text = str(ex)
+    # pyarrow raises OSError without errno; its message carries the system's words.
+    if code is None and "No space left" in text:
+        code = errno.ENOSPC
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        cause, fix = "disk full", "free space and re-run"
+    elif code == errno.EIO:
+        cause, fix = "I/O error (EIO)", "check the disk and re-run"
+    else:
+        cause, fix = f"cannot write ({ex.strerror or text})", "fix the folder and re-run"
+    return OutputNotWritable(f"{cause} while writing {what} in {out}; the previous output in {out} is unchanged; "
+                             f"{fix}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_facts(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], report: dict) -> dict:
+    """Write the three output files into a temporary folder inside `out`, then move them into place.
+
+    Nothing in `out` changes until all three are written and synced, so a full disk or an I/O error leaves
+    the previous output as it was. The old report is removed first and the new one moved last: a folder
+    caught between the moves has no ingest.json and reads as unfinished, never as a wrong report. The
+    report names the size and sha256 of the other two files, so a mixed set is detectable
+    (`verify_output`).
+    """
+    tmp = out / f"{TMP_PREFIX}{os.getpid()}"
+    what = "the temporary folder"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        what = QUARANTINE_FILE
+        by_reason = dict(sorted(write_quarantine(quarantined, tmp / QUARANTINE_FILE).items()))
+        report["counts"]["by_reason"] = by_reason
+        what = RECORDS_FILE
+        write_records(df, tmp, meta={"ingest": {k: report[k] for k in ("src", "layout", "vhr_version")}})
+        report["files"] = {name: _file_facts(tmp / name) for name in (RECORDS_FILE, QUARANTINE_FILE)}
+        what = INGEST_FILE
+        (tmp / INGEST_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        for name in (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE):
+            _fsync(tmp / name)
+        _fsync(tmp)
+    except OSError as ex:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(ex, out, what) from None
+    try:
+        # split.json describes the records this run replaces.
+        for stale in (INGEST_FILE, SPLIT_FILE):
+            (out / stale).unlink(missing_ok=True)
+        for name in (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE):
+            os.replace(tmp / name, out / name)
+        _fsync(out)
+        tmp.rmdir()
+    except OSError as ex:
+        raise OutputNotWritable(
+            f"{ex.strerror or ex} while moving the new output into {out}; the folder has no complete output now; "
+            "re-run ingest"
+        ) from None
+    return by_reason
+
+
+def verify_output(directory: str | Path) -> None:
+    """Raise RecordsError unless records.parquet and quarantine.jsonl are the ones ingest.json describes."""
+    directory = Path(directory)
+    report = read_ingest_report(directory)
+    if not report:
+        raise RecordsError(f"{directory} has no {INGEST_FILE}: the ingest did not finish; re-run `vhrdata ingest`")
+    for name, facts in report.get("files", {}).items():
+        path = directory / name
+        if not path.is_file() or _file_facts(path) != facts:
+            raise RecordsError(f"{path} is not the file {INGEST_FILE} describes; re-run `vhrdata ingest`")
+
+
+def _reference_problem(item: RawItem, root: Path | None, settings: IngestSettings) -> QuarantineItem | None:
+    problem = check_source_file(item.path, None if settings.allow_outside else root, settings.max_file_bytes)
+    if problem is None:
+        return None
+    return QuarantineItem(problem.reason, f"{item.origin}: {problem.message}", id=item.id, path=item.path,
+                          origin=item.origin, raw_text=item.raw_text)
+
+
 def ingest(
     src: str | Path,
     out: str | Path,
@@ -89,16 +236,18 @@ def ingest(
 
     Args:
         src: the dataset folder (or manifest file).
-        out: output folder; created if needed.
+        out: output folder; created if needed. It may hold only an earlier ingest's output.
         settings: what to keep.
         callback: called as callback(done, total) while images are checked.
 
     Raises:
-        SourceNotFound, LayoutError, OutputNotWritable: fatal problems with the inputs or output.
+        SourceNotFound, LayoutError, OutputNotWritable: fatal problems with the inputs or output (a full
+        disk included; the previous output is then left as it was).
     """
     started = time.time()
     out = Path(out).expanduser()
-    reader = open_layout(src, settings.layout, settings.encoding)
+    reader = open_layout(src, settings.layout, settings.encoding, settings.max_file_bytes)
+    check_output_folder(out)
     _ensure_writable(out)
 
     quarantined: list[QuarantineItem] = []
@@ -119,11 +268,17 @@ def ingest(
             continue
         seen_ids[item.id] = item.origin
         text = clean_text(item.raw_text, settings.clean)
-        if not text:
+        if not has_visible_text(text):
             quarantined.append(QuarantineItem(
-                Reason.EMPTY_LABEL, f"{item.origin}: label is empty after cleaning (raw: {item.raw_text!r})",
+                Reason.EMPTY_LABEL,
+                f"{item.origin}: label has no visible character after cleaning (raw: {item.raw_text!r})",
                 id=item.id, path=item.path, origin=item.origin, raw_text=item.raw_text,
             ))
+            continue
+        # Before any open: a FIFO, a device or a path outside the dataset is refused from os.stat alone.
+        problem = _reference_problem(item, reader.root, settings)
+        if problem is not None:
+            quarantined.append(problem)
             continue
         candidates.append((item, text))
 
@@ -156,7 +311,6 @@ def ingest(
     df = pd.DataFrame(rows, columns=COLUMNS) if rows else empty_records()
     df["width"] = df["width"].astype("int64")
     df["height"] = df["height"].astype("int64")
-    by_reason = dict(sorted(write_quarantine(quarantined, out / QUARANTINE_FILE).items()))
     kept, n_q = len(df), len(quarantined)
     if n_in != kept + n_q:  # a bug, never a data problem: refuse to write an unreconciled report
         raise AssertionError(f"ingest lost items: in {n_in} != kept {kept} + quarantined {n_q}")
@@ -167,17 +321,14 @@ def ingest(
         "src": str(Path(src).expanduser().resolve()),
         "layout": reader.layout,
         "settings": settings.to_dict(),
-        "counts": {"in": n_in, "kept": kept, "quarantined": n_q, "by_reason": by_reason},
+        "counts": {"in": n_in, "kept": kept, "quarantined": n_q, "by_reason": {}},
         "labels_changed_by_cleaning": changed,
         "writers": int(df["writer"].nunique()) if kept else 0,
         "lines_without_writer": int(df["writer"].isna().sum()) if kept else 0,
         **reader.info,
         "seconds": round(time.time() - started, 3),
     }
-    write_records(df, out, meta={"ingest": {k: report[k] for k in ("src", "layout", "vhr_version")}})
-    tmp = out / (INGEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(out / INGEST_FILE)
+    by_reason = _commit(out, df, quarantined, report)
     log.info("ingest %s: in %d kept %d quarantined %d", src, n_in, kept, n_q)
     return IngestResult(out, reader.layout, n_in, kept, n_q, by_reason, reader.info)
 

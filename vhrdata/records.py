@@ -60,6 +60,14 @@ def write_records(df: pd.DataFrame, directory: str | Path, meta: dict[str, Any] 
     return path
 
 
+def is_vhr_records(path: str | Path) -> bool:
+    """Whether `path` is a parquet file that vhr wrote (of any schema version)."""
+    try:
+        return META_KEY in (pq.read_schema(records_path(path)).metadata or {})
+    except Exception:  # pyarrow raises several types for a non-parquet file
+        return False
+
+
 def read_records_meta(directory: str | Path) -> dict[str, Any]:
     """The vhr metadata stored in records.parquet (schema_version and whatever ingest/split added)."""
     path = records_path(directory)

@@ -79,6 +79,19 @@ def clean_text(text: str, settings: CleanSettings = CleanSettings()) -> str:
     return text
 
 
+# Letters, digits, punctuation and symbols show ink; marks alone, spaces and format characters do not.
+_VISIBLE_CATEGORIES = ("L", "N", "P", "S")
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether `text` holds at least one character that shows ink.
+
+    A label of only combining marks, zero-width or other format characters, or spaces is non-empty as a
+    string but names nothing a recogniser could learn from a line image.
+    """
+    return any(unicodedata.category(ch)[0] in _VISIBLE_CATEGORIES for ch in text)
+
+
 def _decompose(ch: str) -> tuple[str, str, str | None]:
     """(base letter, vowel marks, tone mark) of one precomposed character."""
     nfd = unicodedata.normalize("NFD", ch)

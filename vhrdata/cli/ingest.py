@@ -7,7 +7,7 @@ import click
 from vhrdata.cli._common import LazyProgress, handle_errors
 from vhrdata.images import SizeLimits
 from vhrdata.ingest import IngestSettings, ingest
-from vhrdata.raw_formats import LAYOUTS
+from vhrdata.raw_formats import DEFAULT_MAX_FILE_BYTES, LAYOUTS
 from vhrdata.records import SPLITS, read_records
 from vhrdata.split import GROUPS, METHODS, check_leakage, parse_ratios, split_records
 from vhrdata.text import TONE_STYLES, CleanSettings
@@ -33,23 +33,42 @@ def echo_counts(n_in: int, kept: int, quarantined: int, by_reason: dict, kept_wo
 @click.option("--keep-whitespace", is_flag=True, help="Do not strip labels or collapse runs of whitespace.")
 @click.option("--keep-control-chars", is_flag=True, help="Do not remove control and zero-width characters.")
 @click.option("--keep-duplicate-images", is_flag=True, help="Keep byte-identical images instead of quarantining copies.")
-@click.option("--min-width", type=int, default=SizeLimits.min_width, show_default=True)
-@click.option("--min-height", type=int, default=SizeLimits.min_height, show_default=True)
-@click.option("--max-width", type=int, default=SizeLimits.max_width, show_default=True)
-@click.option("--max-height", type=int, default=SizeLimits.max_height, show_default=True)
-@click.option("--max-pixels", type=int, default=SizeLimits.max_pixels, show_default=True)
+@click.option("--min-width", type=int, default=SizeLimits.min_width, show_default=True,
+              help="Narrower images are quarantined as image_too_small.")
+@click.option("--min-height", type=int, default=SizeLimits.min_height, show_default=True,
+              help="Lower images are quarantined as image_too_small.")
+@click.option("--max-width", type=int, default=SizeLimits.max_width, show_default=True,
+              help="Wider images are quarantined as image_too_large, from the header alone.")
+@click.option("--max-height", type=int, default=SizeLimits.max_height, show_default=True,
+              help="Taller images are quarantined as image_too_large, from the header alone.")
+@click.option("--max-pixels", type=int, default=SizeLimits.max_pixels, show_default=True,
+              help="Images with more pixels (width × height) are quarantined as image_too_large.")
+@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_MAX_FILE_BYTES / 2**20, show_default=True,
+              help="Larger image or annotation files are not read (file_too_large).")
+@click.option("--allow-outside", is_flag=True,
+              help="Read images whose path leads outside the dataset folder (a manifest's own folder); "
+                   "without it they are quarantined as path_outside_dataset.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Image-checking threads (0: one per core).")
 @handle_errors
 def ingest_cmd(src, out, layout, encoding, tone_style, no_nfc, keep_whitespace, keep_control_chars,
-               keep_duplicate_images, min_width, min_height, max_width, max_height, max_pixels, workers):
+               keep_duplicate_images, min_width, min_height, max_width, max_height, max_pixels, max_file_mb,
+               allow_outside, workers):
     """Ingest a raw dataset: clean labels, check images, quarantine bad items.
 
     Writes OUT/records.parquet (kept lines), OUT/quarantine.jsonl (rejected items with a reason) and
-    OUT/ingest.json (settings and counts). Every item read is either kept or quarantined.
+    OUT/ingest.json (settings and counts), all three or none. Every item read is either kept or
+    quarantined. OUT must be new, empty, or an earlier ingest's output.
+
+    SRC is a dataset folder, a manifest file (.csv/.tsv/.parquet with a path,text[,writer][,id] header,
+    or header-less path<TAB>text lines as VietOCR and PaddleOCR write them), or a folder holding exactly
+    one manifest. Image paths must stay inside the dataset folder unless --allow-outside is given.
 
     Example:
 
         vhrdata ingest data/kalapa-sample --out work/kalapa
+
+        vhrdata ingest data/lines/train_annotation.txt --out work/lines --allow-outside
     """
     try:
         settings = IngestSettings(
@@ -60,13 +79,18 @@ def ingest_cmd(src, out, layout, encoding, tone_style, no_nfc, keep_whitespace, 
             limits=SizeLimits(min_width, min_height, max_width, max_height, max_pixels),
             dedupe_images=not keep_duplicate_images,
             workers=workers,
+            allow_outside=allow_outside,
+            max_file_bytes=max(1, int(max_file_mb * 2**20)),
         )
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
     with LazyProgress("checking images") as progress:
         result = ingest(src, out, settings, callback=progress)
-    click.echo(f"layout {result.layout} · writers from {result.info.get('writer_source')}")
+    manifest = f" ({result.info['manifest']})" if result.info.get("manifest") else ""
+    click.echo(f"layout {result.layout}{manifest} · writers from {result.info.get('writer_source')}")
     echo_counts(result.n_in, result.kept, result.quarantined, result.by_reason)
+    if result.info.get("blank_lines"):
+        click.echo(f"note: {result.info['blank_lines']} blank line(s) skipped (not counted as items)")
     if result.info.get("unannotated_images"):
         click.echo(f"note: {result.info['unannotated_images']} image(s) under images/ have no annotation line")
     click.echo(f"wrote {result.out}/records.parquet")
