@@ -213,7 +213,8 @@ def physical_lines(text: str) -> list[str]:
 
 
 def _count_nonblank_byte_lines(data: bytes) -> int:
-    return sum(1 for raw in _LINE_BREAK_BYTES.split(data) if raw.strip())
+    # NULs dropped: in UTF-16 each line break leaves one behind, which is not a line of its own.
+    return sum(1 for raw in _LINE_BREAK_BYTES.split(data) if raw.replace(b"\x00", b"").strip())
 
 
 def read_text_lines(path: Path, limits: ReadLimits) -> list[str]:

@@ -1,0 +1,411 @@
+"""Hostile input at ingest (issue 10 §1, §2, §5; issue 12's manifest formats), each case through the CLI.
+
+Every case asserts the exit code, that a failure is one line without a traceback, that the run ends (a
+timeout), and that in = kept + quarantined, with the reason code of the refused items.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, write_line_image
+from vhrdata.cli import main
+from vhrdata.ingest import verify_output
+from vhrdata.quarantine import read_quarantine
+
+TIMEOUT_S = 60
+SUMMARY = re.compile(r"^in (\d+) · kept (\d+) · quarantined (\d+)$", re.M)
+
+
+class Hung(Exception):
+    pass
+
+
+def cli(*args) -> "click.testing.Result":  # noqa: F821
+    """Run `vhrdata ARGS`; raises Hung when it does not finish in TIMEOUT_S."""
+
+    def alarm(*_):
+        raise Hung(f"vhrdata {' '.join(map(str, args))} did not finish in {TIMEOUT_S} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+    try:
+        res = CliRunner().invoke(main, [str(a) for a in args])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    if isinstance(res.exception, Hung):
+        raise res.exception
+    return res
+
+
+def cli_subprocess(*args, memory_mb: int = 2048) -> subprocess.CompletedProcess:
+    """Run `vhrdata ARGS` in its own process, capped in time and memory (for FIFOs and devices, which
+    would hang or exhaust the test process itself)."""
+    code = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, ({memory_mb} << 20, {memory_mb} << 20))
+        from vhrdata.cli import main
+        sys.argv = ["vhrdata"] + sys.argv[1:]
+        main()
+    """)
+    try:
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                              timeout=TIMEOUT_S, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"vhrdata {' '.join(map(str, args))} hung (no result in {TIMEOUT_S} s)")
+
+
+def ok_counts(output: str, out: Path) -> tuple[int, int, int, dict]:
+    """(in, kept, quarantined, by_reason) as printed, checked against the written files."""
+    assert "Traceback" not in output
+    m = SUMMARY.search(output)
+    assert m, output
+    n_in, kept, n_q = map(int, m.groups())
+    assert n_in == kept + n_q
+    report = json.loads((out / "ingest.json").read_text(encoding="utf-8"))
+    assert report["counts"]["in"] == n_in and report["counts"]["kept"] == kept
+    q = read_quarantine(out)
+    assert len(q) == n_q
+    by_reason: dict = {}
+    for item in q:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    assert by_reason == report["counts"]["by_reason"]
+    verify_output(out)
+    return n_in, kept, n_q, by_reason
+
+
+def one_line_error(output: str, exit_code: int) -> str:
+    assert exit_code == 1, output
+    assert "Traceback" not in output
+    # The progress bar's label is not part of the message.
+    lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith("checking images")]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    return lines[0]
+
+
+def ingest_ok(*args):
+    src, out = args[0], Path(args[args.index("--out") + 1])
+    res = cli("ingest", *args)
+    assert res.exit_code == 0, res.output
+    return ok_counts(res.output, out)
+
+
+def images(root: Path, *names: str) -> Path:
+    for i, name in enumerate(names):
+        write_line_image(root / name, seed=i + 1)
+    return root
+
+
+def kalapa(root: Path, lines: list[str], image_names=("w1/0.jpg", "w1/1.jpg", "w1/2.jpg")) -> Path:
+    images(root / "images", *image_names)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "w1.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def messages(out: Path, reason: str) -> list[str]:
+    return [q["message"] for q in read_quarantine(out) if q["reason"] == reason]
+
+
+# ----------------------------------------------------------------------------- §1 text formats
+
+
+def test_csv_row_with_more_fields_than_header_is_quarantined_not_cut(tmp_path):
+    images(tmp_path / "m", "0.jpg", "1.jpg")
+    (tmp_path / "m" / "list.csv").write_text(
+        'path,text\n0.jpg,Số 12, Phường Hàng Bông\n1.jpg,"Số 12, Phường Hàng Bông"\n', encoding="utf-8")
+    n_in, kept, _, by = ingest_ok(tmp_path / "m" / "list.csv", "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"malformed_line": 1})
+    [msg] = messages(tmp_path / "out", "malformed_line")
+    assert "3 comma-separated field(s)" in msg and "header has 2" in msg and "quoted" in msg
+    from vhrdata.records import read_records
+    assert read_records(tmp_path / "out")["text"].tolist() == ["Số 12, Phường Hàng Bông"]
+
+
+def test_tsv_quote_is_text_and_never_merges_rows(tmp_path):
+    names = [f"{i}.jpg" for i in range(5)]
+    images(tmp_path / "m", *names)
+    texts = ["Số 1", 'Nhà "Bông Sen', "Số 3", "Số 4", 'Số "5"']
+    body = "".join(f"{n}\t{t}\n" for n, t in zip(names, texts))
+    (tmp_path / "m" / "list.tsv").write_text("path\ttext\n" + body, encoding="utf-8")
+    n_in, kept, n_q, _ = ingest_ok(tmp_path / "m" / "list.tsv", "--out", tmp_path / "out")
+    assert (n_in, kept, n_q) == (5, 5, 0)
+    from vhrdata.records import read_records
+    assert read_records(tmp_path / "out").sort_values("id")["text"].tolist() == texts
+
+
+def test_csv_unbalanced_quote_is_one_malformed_line(tmp_path):
+    images(tmp_path / "m", "0.jpg", "1.jpg", "2.jpg")
+    (tmp_path / "m" / "list.csv").write_text('path,text\n0.jpg,"Số 12\n1.jpg,Hà Nội\n2.jpg,Huế\n', encoding="utf-8")
+    n_in, kept, _, by = ingest_ok(tmp_path / "m" / "list.csv", "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (3, 2, {"malformed_line": 1})
+    assert "unbalanced quote" in messages(tmp_path / "out", "malformed_line")[0]
+
+
+@pytest.mark.parametrize("doc,kind", [('["a.png", "Số 1"]', "an array"), ('"Số 1"', "a string"), ("7", "a number")])
+def test_labels_json_that_is_not_an_object_is_a_clear_error(tmp_path, doc, kind):
+    images(tmp_path / "cin", "a.png")
+    (tmp_path / "cin" / "labels.json").write_text(doc, encoding="utf-8")
+    res = cli("ingest", tmp_path / "cin", "--out", tmp_path / "out")
+    line = one_line_error(res.output, res.exit_code)
+    assert "must be a JSON object" in line and kind in line
+    assert not (tmp_path / "out" / "ingest.json").exists()
+
+
+def test_labels_json_nested_object_and_non_strings_make_no_phantom_items(tmp_path):
+    images(tmp_path / "cin", "a.png", "b.png", "c.png", "d.png")
+    (tmp_path / "cin" / "labels.json").write_text(
+        '{"a.png": "Số 1", "b.png": {"c.png": "phantom", "d.png": "phantom"}, "c.png": ["x"], "d.png": null}',
+        encoding="utf-8")
+    n_in, kept, _, by = ingest_ok(tmp_path / "cin", "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (4, 1, {"malformed_line": 3})
+    msgs = " ".join(messages(tmp_path / "out", "malformed_line"))
+    assert "an object" in msgs and "an array" in msgs and "null" in msgs
+    assert "phantom" not in msgs
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff")])
+def test_utf16_annotation_with_bom_is_read_and_counted(tmp_path, encoding, bom):
+    src = kalapa(tmp_path / "src", [])
+    text = "w1/0.jpg\tSố 1 Lê Lợi\r\nw1/1.jpg\tPhường Hòa\r\nw1/2.jpg\tThủ Đức\r\n"
+    (src / "annotations" / "w1.txt").write_bytes(bom + text.encode(encoding))
+    n_in, kept, n_q, _ = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, n_q) == (3, 3, 0)
+
+
+def test_utf16_without_bom_gets_a_utf16_hint(tmp_path):
+    src = kalapa(tmp_path / "src", [])
+    (src / "annotations" / "w1.txt").write_bytes("w1/0.jpg\tSố 1\nw1/1.jpg\tSố 2\n".encode("utf-16-le"))
+    n_in, kept, _, by = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (2, 0, {"bad_encoding": 2})
+    assert "--encoding utf-16-le" in messages(tmp_path / "out", "bad_encoding")[0]
+
+
+def test_label_with_nothing_visible_is_empty_label(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\t\u0301\u0303\u0323", "w1/1.jpg\t\u200b\u200d\ufeff", "w1/2.jpg\tSố 3"])
+    n_in, kept, _, by = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (3, 1, {"empty_label": 2})
+
+
+def test_line_breaks_are_lf_crlf_or_cr_only(tmp_path):
+    # str.splitlines would cut these labels at \v, \x1c and U+2028 and report the tails as no_tab lines.
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố\x0b12", "w1/1.jpg\tNgõ\x1c3", "w1/2.jpg\tHà\u2028Nội"])
+    n_in, kept, n_q, _ = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, n_q) == (3, 3, 0)
+    from vhrdata.records import read_records
+    assert sorted(read_records(tmp_path / "out")["text"]) == ["Hà Nội", "Ngõ3", "Số 12"]
+
+
+# ----------------------------------------------------------------------------- §2 paths and files
+
+
+def test_dotdot_path_is_outside_the_dataset_unless_allowed(tmp_path):
+    write_line_image(tmp_path / "elsewhere.jpg", seed=9)
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "../../elsewhere.jpg\tSố 2"])
+    n_in, kept, _, by = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"path_outside_dataset": 1})
+    assert "--allow-outside" in messages(tmp_path / "out", "path_outside_dataset")[0]
+    assert ingest_ok(src, "--out", tmp_path / "out2", "--allow-outside")[:3] == (2, 2, 0)
+
+
+def test_absolute_manifest_path_is_outside_the_manifest_folder(tmp_path):
+    outside = write_line_image(tmp_path / "elsewhere.jpg", seed=9)
+    images(tmp_path / "m", "0.jpg")
+    (tmp_path / "m" / "list.csv").write_text(f"path,text\n0.jpg,Số 1\n{outside},Số 2\n", encoding="utf-8")
+    n_in, kept, _, by = ingest_ok(tmp_path / "m" / "list.csv", "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"path_outside_dataset": 1})
+
+
+def test_labels_json_key_with_dotdot_is_outside(tmp_path):
+    write_line_image(tmp_path / "x.jpg", seed=9)
+    images(tmp_path / "cin", "a.png")
+    (tmp_path / "cin" / "labels.json").write_text('{"a.png": "Số 1", "../x.jpg": "Số 2"}', encoding="utf-8")
+    n_in, kept, _, by = ingest_ok(tmp_path / "cin", "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"path_outside_dataset": 1})
+
+
+def test_symlink_out_of_the_dataset_is_outside_one_inside_is_kept(tmp_path):
+    write_line_image(tmp_path / "elsewhere.jpg", seed=9)
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/out.jpg\tSố 2", "w1/in.jpg\tSố 3"])
+    (src / "images" / "w1" / "out.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    (src / "images" / "w1" / "in.jpg").symlink_to(src / "images" / "w1" / "1.jpg")
+    n_in, kept, _, by = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (3, 2, {"path_outside_dataset": 1})
+
+
+def test_symlink_to_dev_zero_is_not_read(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/zero.jpg\tSố 2"])
+    (src / "images" / "w1" / "zero.jpg").symlink_to("/dev/zero")
+    res = cli_subprocess("ingest", src, "--out", tmp_path / "out", "--allow-outside", memory_mb=1024)
+    assert res.returncode == 0, res.stderr
+    n_in, kept, _, by = ok_counts(res.stdout, tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"not_a_regular_file": 1})
+    assert "character device" in messages(tmp_path / "out", "not_a_regular_file")[0]
+
+
+def test_fifo_image_does_not_hang(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/pipe.jpg\tSố 2"])
+    os.mkfifo(src / "images" / "w1" / "pipe.jpg")
+    res = cli_subprocess("ingest", src, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    n_in, kept, _, by = ok_counts(res.stdout, tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"not_a_regular_file": 1})
+    assert "FIFO" in messages(tmp_path / "out", "not_a_regular_file")[0]
+
+
+def test_fifo_annotation_file_is_quarantined_not_skipped(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1"])
+    os.mkfifo(src / "annotations" / "w2.txt")
+    res = cli_subprocess("ingest", src, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    n_in, kept, _, by = ok_counts(res.stdout, tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"not_a_regular_file": 1})
+
+
+def test_folder_named_like_an_image_is_not_a_regular_file(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/dir.jpg\tSố 2"])
+    (src / "images" / "w1" / "dir.jpg").mkdir()
+    n_in, kept, _, by = ingest_ok(src, "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (2, 1, {"not_a_regular_file": 1})
+
+
+def test_image_over_the_byte_cap_is_file_too_large(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/big.png\tSố 2"])
+    (src / "images" / "w1" / "big.png").write_bytes(b"\x89PNG" + b"\0" * 300_000)
+    n_in, kept, _, by = ingest_ok(src, "--out", tmp_path / "out", "--max-file-mb", "0.25")
+    assert (n_in, kept, by) == (2, 1, {"file_too_large": 1})
+    assert "--max-file-mb" in messages(tmp_path / "out", "file_too_large")[0]
+
+
+def test_annotation_over_the_byte_cap_is_a_clear_error(tmp_path):
+    images(tmp_path / "cin", "a.png")
+    (tmp_path / "cin" / "labels.json").write_text('{"a.png": "' + "x" * 300_000 + '"}', encoding="utf-8")
+    res = cli("ingest", tmp_path / "cin", "--out", tmp_path / "out", "--max-file-mb", "0.25")
+    line = one_line_error(res.output, res.exit_code)
+    assert "over the limit" in line and "--max-file-mb" in line
+
+
+# ----------------------------------------------------------------------------- §5 atomic output
+
+
+def _snapshot(out: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk full"), (errno.EIO, "I/O error")])
+@pytest.mark.parametrize("target", ["vhrdata.ingest.write_records", "vhrdata.ingest.write_quarantine"])
+def test_write_error_keeps_the_previous_output(tmp_path, monkeypatch, code, words, target):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2", "w1/missing.jpg\tSố 3"])
+    out = tmp_path / "out"
+    ingest_ok(src, "--out", out)
+    before = _snapshot(out)
+    (src / "annotations" / "w1.txt").write_text("w1/2.jpg\tSố 4\n", encoding="utf-8")
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(target, fail)
+    res = cli("ingest", src, "--out", out)
+    line = one_line_error(res.output, res.exit_code)
+    assert words in line and "previous output" in line and "unchanged" in line
+    assert _snapshot(out) == before
+    verify_output(out)
+
+
+def _can_mount_tmpfs(path: Path) -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    path.mkdir()
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+                        capture_output=True).returncode == 0
+    return ok
+
+
+def test_full_tmpfs_keeps_the_previous_output(tmp_path):
+    disk = tmp_path / "disk"
+    if not _can_mount_tmpfs(disk):
+        pytest.skip("needs root and mount to create a small tmpfs")
+    try:
+        src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2"])
+        out = disk / "out"
+        ingest_ok(src, "--out", out)
+        before = _snapshot(out)
+        # 2,000 missing images with long labels: a quarantine.jsonl far larger than the 256 KiB disk.
+        lines = [f"w1/m{i}.jpg\t" + "Phường Hàng Bông " * 20 for i in range(2000)]
+        (src / "annotations" / "w1.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        res = cli("ingest", src, "--out", out)
+        line = one_line_error(res.output, res.exit_code)
+        assert "disk full" in line and "unchanged" in line
+        assert _snapshot(out) == before
+        verify_output(out)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("setup,words", [
+    (lambda out: (out / "index.json").write_text('{"format": "vhr-store"}'), "holds a store"),
+    (lambda out: (out / "train" / "shard-00000-of-00001.lmdb").mkdir(parents=True), "holds a store"),
+    (lambda out: (out / "notes.txt").write_text("mine"), "did not write (notes.txt)"),
+    (lambda out: (out / "records.parquet").write_bytes(b"PAR1 not really"), "not written by vhr"),
+])
+def test_out_folder_with_a_store_or_foreign_files_is_refused(tmp_path, setup, words):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1"])
+    out = tmp_path / "out"
+    out.mkdir()
+    setup(out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    res = cli("ingest", src, "--out", out)
+    assert words in one_line_error(res.output, res.exit_code)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_rerun_into_own_output_replaces_it_and_drops_the_stale_split(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2"])
+    out = tmp_path / "out"
+    ingest_ok(src, "--out", out)
+    assert cli("split", out, "--ratios", "1,0,0").exit_code in (0, 1)
+    (src / "annotations" / "w1.txt").write_text("w1/2.jpg\tSố 3\n", encoding="utf-8")
+    assert ingest_ok(src, "--out", out)[:3] == (1, 1, 0)
+    assert sorted(p.name for p in out.iterdir()) == ["ingest.json", "quarantine.jsonl", "records.parquet"]
+
+
+# ----------------------------------------------------------------------------- issue 12: formats users have
+
+
+@pytest.mark.parametrize("name", ["train_annotation.txt", "rec_gt.tsv"])
+def test_headerless_path_tab_text_file_is_a_manifest(tmp_path, name):
+    images(tmp_path / "d" / "img", "0.jpg", "1.jpg")
+    (tmp_path / "d" / name).write_text("img/0.jpg\tSố 1 Lê Lợi\nimg/1.jpg\tPhường \"Hòa\"\n", encoding="utf-8")
+    n_in, kept, n_q, _ = ingest_ok(tmp_path / "d" / name, "--out", tmp_path / "out")
+    assert (n_in, kept, n_q) == (2, 2, 0)
+
+
+def test_folder_with_one_manifest_is_accepted(tmp_path):
+    images(tmp_path / "d", "0.jpg", "1.jpg")
+    (tmp_path / "d" / "list.csv").write_text("path,text\n0.jpg,Số 1\n1.jpg,Số 2\n", encoding="utf-8")
+    res = cli("ingest", tmp_path / "d", "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert ok_counts(res.output, tmp_path / "out")[:3] == (2, 2, 0)
+    assert "layout manifest (list.csv)" in res.output
+
+
+def test_folder_with_several_manifests_names_them(tmp_path):
+    images(tmp_path / "d", "0.jpg")
+    (tmp_path / "d" / "train.csv").write_text("path,text\n0.jpg,Số 1\n", encoding="utf-8")
+    (tmp_path / "d" / "test.tsv").write_text("path\ttext\n0.jpg\tSố 1\n", encoding="utf-8")
+    res = cli("ingest", tmp_path / "d", "--out", tmp_path / "out", "--layout", "manifest")
+    line = one_line_error(res.output, res.exit_code)
+    assert "test.tsv" in line and "train.csv" in line and "give the one" in line
