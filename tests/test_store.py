@@ -27,7 +27,7 @@ from vhrdata.store import (
     open_store,
     verify_store,
 )
-from vhrdata.store.layout import HEADER_SIZE, INDEX_FILE, record_key
+from vhrdata.store.disk_format import HEADER_SIZE, INDEX_FILE, record_key
 from vhrdata.store.toy_records import write_toy_records
 
 SETTINGS = PreprocessSettings(height=32, max_width=512)

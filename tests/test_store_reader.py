@@ -13,7 +13,7 @@ from vhrdata.charset import Charset
 from vhrdata.errors import StoreError, UnknownCharacterError
 from vhrdata.preprocess import PAD_VALUE, PreprocessSettings
 from vhrdata.store import Batch, build_store, open_store
-from vhrdata.store.layout import INDEX_FILE, SHARD_META_FILE
+from vhrdata.store.disk_format import INDEX_FILE, SHARD_META_FILE
 from vhrdata.store.toy_records import write_toy_records
 
 SETTINGS = PreprocessSettings(height=16, max_width=400)

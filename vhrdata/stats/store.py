@@ -64,7 +64,7 @@ def store_stats(
     from vhrdata.stats.compute import _distribution, quarantine_summary, records_stats, thumbnail_png
     from vhrdata.ctc import ctc_frames_needed, frames_for_width
     from vhrdata.store import open_store
-    from vhrdata.store.layout import SHARD_META_FILE, read_json
+    from vhrdata.store.disk_format import SHARD_META_FILE, read_json
 
     store = open_store(path)
     downsample = int(store.index.get("build", {}).get("downsample") or 1)

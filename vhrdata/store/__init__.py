@@ -9,7 +9,7 @@ Example:
 """
 
 from vhrdata.ctc import ctc_frames_needed
-from vhrdata.store.layout import SCHEMA_VERSION, decode_record, encode_record, is_store
+from vhrdata.store.disk_format import SCHEMA_VERSION, decode_record, encode_record, is_store
 from vhrdata.store.reader import Batch, LabelEncoder, Sample, SplitDataset, Store, open_store
 from vhrdata.store.verify import VerifyReport, verify_store
 from vhrdata.store.writer import BuildResult, ShardWriter, build_store

@@ -21,8 +21,8 @@ from vhrdata.batching import Batch, LabelEncoder, bucketed_plan, pad_images
 from vhrdata.charset import Charset
 from vhrdata.errors import StoreError
 from vhrdata.preprocess import PAD_VALUE, PreprocessSettings
-from vhrdata.store import layout
-from vhrdata.store.layout import FLAG_NO_WRITER, HEADER, HEADER_SIZE, SHARD_META_FILE, SPLIT_ORDER
+from vhrdata.store import disk_format
+from vhrdata.store.disk_format import FLAG_NO_WRITER, HEADER, HEADER_SIZE, SHARD_META_FILE, SPLIT_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def open_store(path: str | Path, *, settings: PreprocessSettings | None = None) 
         >>> batch = next(store.split("train").batches(batch_size=32))  # doctest: +SKIP
     """
     path = Path(path)
-    index = layout.read_index(path)
+    index = disk_format.read_index(path)
     try:
         stored = PreprocessSettings.from_dict(index["settings"])
     except (KeyError, TypeError, ValueError) as ex:
@@ -164,7 +164,7 @@ def open_store(path: str | Path, *, settings: PreprocessSettings | None = None) 
             meta_path = shard_dir / SHARD_META_FILE
             if not meta_path.exists():
                 raise StoreError(f"{path}: shard {entry['path']} is missing; rebuild with `vhrdata build-lmdb`")
-            meta = layout.read_json(meta_path)
+            meta = disk_format.read_json(meta_path)
             if meta.get("sha256") != entry["sha256"] or meta.get("count") != entry["count"] or meta.get("identity") != identity:
                 raise StoreError(
                     f"{path}: shard {entry['path']} does not match index.json (stale or replaced shard); "
@@ -195,7 +195,7 @@ class SplitDataset:
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         parts = []
         for d, n in zip(self._shard_dirs, counts):
-            parts.append(layout.load_widths(d, n))
+            parts.append(disk_format.load_widths(d, n))
         #: int32 width of every record, in index order.
         self.widths = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         self._max_width = int(self.widths.max()) if len(self.widths) else 0
@@ -216,7 +216,7 @@ class SplitDataset:
 
     def _check_entries(self) -> None:
         for d, (a, b) in zip(self._shard_dirs, zip(self._offsets[:-1], self._offsets[1:])):
-            entries = layout.open_env(d).stat()["entries"]
+            entries = disk_format.open_env(d).stat()["entries"]
             if entries != b - a:
                 raise StoreError(f"shard {d} holds {entries} records, index.json says {b - a}; run `vhrdata verify`")
 
@@ -229,7 +229,7 @@ class SplitDataset:
             self._local_pid = os.getpid()
         txns = getattr(self._local, "txns", None)
         if txns is None:
-            txns = self._local.txns = [layout.open_env(d).begin(buffers=True) for d in self._shard_dirs]
+            txns = self._local.txns = [disk_format.open_env(d).begin(buffers=True) for d in self._shard_dirs]
             self._local.pool = BufferPool()
         return txns
 
@@ -247,7 +247,7 @@ class SplitDataset:
 
     def __getitem__(self, i: int) -> Sample:
         s, local = self._locate(int(i))
-        value = self._get_txns()[s].get(layout.record_key(local))
+        value = self._get_txns()[s].get(disk_format.record_key(local))
         if value is None:
             raise StoreError(f"shard {self._shard_dirs[s]} has no key {local:09d}; run `vhrdata verify`")
         return _sample(value)

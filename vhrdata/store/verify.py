@@ -15,8 +15,8 @@ import numpy as np
 from vhrdata.errors import StoreError
 from vhrdata.preprocess import PreprocessSettings
 from vhrdata.quarantine import read_quarantine
-from vhrdata.store import layout
-from vhrdata.store.layout import QUARANTINE_FILE, SHARD_META_FILE, WIDTHS_FILE, decode_record, record_key
+from vhrdata.store import disk_format
+from vhrdata.store.disk_format import QUARANTINE_FILE, SHARD_META_FILE, WIDTHS_FILE, decode_record, record_key
 
 
 @dataclass
@@ -69,7 +69,7 @@ def verify_store(
         StoreError: `path` is not a store at all (no index.json, foreign format, other schema).
     """
     path = Path(path)
-    index = layout.read_index(path)
+    index = disk_format.read_index(path)
     report = VerifyReport(store=path, index=index)
     faults = report.faults
     try:
@@ -138,7 +138,7 @@ def _verify_shard(
         return 0, chars, reasons
     meta_path = shard_dir / SHARD_META_FILE
     try:
-        meta = layout.read_json(meta_path)
+        meta = disk_format.read_json(meta_path)
     except (OSError, StoreError) as ex:
         faults.append(f"shard {rel}: unreadable {SHARD_META_FILE} ({ex})")
         meta = {}
@@ -171,7 +171,7 @@ def _verify_shard(
             faults.append(f"shard {rel}: more faults not listed")
 
     try:
-        env = layout.open_env(shard_dir)
+        env = disk_format.open_env(shard_dir)
         with env.begin(buffers=True) as txn:
             for key, value in txn.cursor():
                 key = bytes(key)

@@ -30,8 +30,8 @@ from vhrdata.errors import ImageDecodeError, StoreError
 from vhrdata.preprocess import PreprocessSettings, decode_gray, preprocess_gray
 from vhrdata.quarantine import QuarantineItem, Reason, write_quarantine
 from vhrdata.records import SPLITS, read_records, records_fingerprint
-from vhrdata.store import layout
-from vhrdata.store.layout import (
+from vhrdata.store import disk_format
+from vhrdata.store.disk_format import (
     FORMAT,
     HEADER,
     HEADER_SIZE,
@@ -127,7 +127,7 @@ class ShardWriter:
             self.abort()
 
     def add(self, value: bytes, *, capped: bool = False) -> None:
-        """Append one encoded record (see `layout.encode_record`)."""
+        """Append one encoded record (see `disk_format.encode_record`)."""
         _, _, _, h, w, tl, _, _ = HEADER.unpack_from(value)
         start = HEADER_SIZE + h * w
         text = value[start : start + tl].decode("utf-8")
@@ -205,7 +205,7 @@ class ShardWriter:
         (self.tmp / "lock.mdb").unlink(missing_ok=True)
         _fsync_dir_files(self.tmp)
         if self.path.exists():
-            layout.forget_env(self.path)
+            disk_format.forget_env(self.path)
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)
         _fsync_dir(self.path.parent)
@@ -425,7 +425,7 @@ def _check_existing(out: Path, plans: list[_ShardPlan], identity: dict, settings
     fix = "rebuild with --overwrite, or build into another --out folder"
     index_path = out / INDEX_FILE
     if index_path.exists():
-        index = layout.read_json(index_path)
+        index = disk_format.read_json(index_path)
         old = (index or {}).get("build", {}).get("identity", {}) if isinstance(index, dict) else {}
         if old != identity:
             raise StoreError(
@@ -439,7 +439,7 @@ def _check_existing(out: Path, plans: list[_ShardPlan], identity: dict, settings
                 f"{out} holds {rel}, which this build would not write (another shard count or other records); {fix}"
             )
         meta_path = shard / SHARD_META_FILE
-        meta = layout.read_json(meta_path) if meta_path.exists() else None
+        meta = disk_format.read_json(meta_path) if meta_path.exists() else None
         if not isinstance(meta, dict) or meta.get("identity") != identity:
             old = meta.get("identity", {}) if isinstance(meta, dict) else {}
             raise StoreError(
@@ -471,7 +471,7 @@ def _clear(out: Path, shard_index: int | None) -> None:
         if not d.is_dir():
             continue
         for p in list(d.glob(pattern)) + list(d.glob(f".{pattern}.tmp-*")):
-            layout.forget_env(p)
+            disk_format.forget_env(p)
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -569,7 +569,7 @@ def build_store(
     missing = [p.relpath for p in plans if not (out / p.relpath / SHARD_META_FILE).exists()]
     index = None
     if not missing and not todo and (out / INDEX_FILE).exists():
-        index = layout.read_json(out / INDEX_FILE)  # up to date; its identity was checked above
+        index = disk_format.read_json(out / INDEX_FILE)  # up to date; its identity was checked above
     elif not missing:
         index = _assemble(out, plans, identity, settings, downsample, len(df), records_dir, shards)
     elif assemble_only:
@@ -577,7 +577,7 @@ def build_store(
             f"cannot assemble {out}: {len(missing)} shards are not built yet ({', '.join(missing[:4])}"
             f"{', ...' if len(missing) > 4 else ''}); build them with --shard-index"
         )
-    metas = [layout.read_json(out / p.relpath / SHARD_META_FILE) for p in scope if p.relpath not in missing]
+    metas = [disk_format.read_json(out / p.relpath / SHARD_META_FILE) for p in scope if p.relpath not in missing]
     counts = _sum_counts(metas)
     return BuildResult(
         store=out, index=index, built=[p.relpath for p in todo], kept=kept, missing=missing,
@@ -672,7 +672,7 @@ def _assemble(
             continue
         metas = []
         for p in sp:
-            meta = layout.read_json(out / p.relpath / SHARD_META_FILE)
+            meta = disk_format.read_json(out / p.relpath / SHARD_META_FILE)
             if meta.get("identity") != identity or meta.get("count") is None:
                 raise StoreError(f"{out}/{p.relpath} does not belong to this build; rebuild it with --overwrite")
             if meta["in"] != len(p.rows):

@@ -1,4 +1,4 @@
-"""On-disk layout of a store: file names, the record encoding, index.json, and LMDB environments.
+"""On-disk format of a store (distinct from `vhrdata.raw_formats`, the raw-dataset readers): file names, the record encoding, index.json, and LMDB environments.
 
 ```
 STORE/index.json                                   schema, settings + hash, alphabet, counts, shards
