@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo-out
+# Fontsource handwriting faces (npm pack, pinned in vhrdata/synth/fontsource.py), merged per face; not committed.
+FONTS_CACHE ?= $(HOME)/.cache/vhr/fonts
 
-.PHONY: venv demo test test-real bench clean
+.PHONY: venv demo test test-real bench clean fonts
 
 venv: $(STAMP)
 
@@ -33,6 +35,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/synth.py
 	$(BIN)/python benchmarks/augment.py
 	$(BIN)/python benchmarks/model_throughput.py
+
+# Fetch and merge the handwriting fonts into $(FONTS_CACHE)/ttf (synth falls back to system fonts without them).
+fonts: $(STAMP)
+	$(BIN)/python scripts/fetch_fonts.py --cache "$(FONTS_CACHE)"
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import unicodedata
 from pathlib import Path
@@ -17,6 +19,7 @@ from vhrdata.cli.synth import synth as synth_command
 from vhrdata.errors import SynthError
 from vhrdata.synth import (
     VIETNAMESE_LETTERS,
+    covers,
     find_fonts,
     generate_texts,
     load_gazetteer,
@@ -60,7 +63,7 @@ def test_texts_look_like_addresses():
     for text in texts:
         assert unicodedata.normalize("NFC", text) == text
         assert text == " ".join(text.split()), text  # no doubled or edge spaces
-        assert "," in text or " - " in text, text  # parts are separated
+        assert "," in text or " - " in text or ". " in text, text  # parts are separated
         assert any(text.upper().endswith(e) for e in endings), text
     lengths = [len(t) for t in texts]
     inside = sum(MIN_CHARS <= n <= MAX_CHARS for n in lengths)
@@ -191,7 +194,7 @@ def test_kalapa_layout_is_well_formed(tmp_path):
     on_disk = {p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.jpg")}
     assert on_disk == set(items)
     manifest = json.loads((out / "synth.json").read_text(encoding="utf-8"))
-    assert manifest["schema_version"] == 1 and manifest["settings"]["seed"] == 4
+    assert manifest["schema_version"] == 2 and manifest["settings"]["seed"] == 4
     assert [w["name"] for w in manifest["writers"]] == ["w000", "w001", "w002"]
 
 
@@ -324,3 +327,259 @@ def test_cli_is_registered():
 
     result = CliRunner().invoke(main, ["synth", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output
+
+
+
+# --- real administrative units (vietnamadminunits) -------------------------------------------
+
+def _db_rows(sql: str) -> set[tuple]:
+    import sqlite3
+
+    from vhrdata.synth import admin_units_db
+
+    with sqlite3.connect(f"file:{admin_units_db()}?mode=ro", uri=True) as conn:
+        return set(conn.execute(sql).fetchall())
+
+
+def _fold(text: str) -> str:
+    return old_tone_style(unicodedata.normalize("NFC", text)).casefold()
+
+
+def test_addresses_name_real_wards_in_their_real_district_and_province():
+    import numpy as np
+
+    from vhrdata.synth import generate_address_unit
+
+    legacy = _db_rows("SELECT province, district, ward FROM admin_units_legacy")
+    modern = _db_rows("SELECT province, ward FROM admin_units")
+    n_legacy = n_modern = written = 0
+    for i in range(400):
+        text, unit = generate_address_unit(np.random.default_rng(i))
+        if unit.legacy:
+            n_legacy += 1
+            assert (unit.province_full, unit.district_full, unit.ward_full) in legacy, unit
+            if not unit.district.isdigit():
+                assert _fold(unit.district) in _fold(text), (text, unit)
+        else:
+            n_modern += 1
+            assert (unit.province_full, unit.ward_full) in modern, unit
+        written += _fold(unit.ward) in _fold(text)
+    assert n_legacy > 250 and n_modern > 20  # mostly the legacy structure the labelled data uses
+    assert written >= 0.95 * 400  # the ward is written (a few writers leave it out)
+
+
+def test_every_legacy_triple_is_loaded_with_its_district():
+    g = load_gazetteer()
+    loaded = {(u.province_full, u.district_full, u.ward_full)
+              for by_d in g.legacy.values() for wards in by_d.values() for u in wards}
+    assert loaded == _db_rows(
+        "SELECT province, district, ward FROM admin_units_legacy WHERE ward IS NOT NULL AND ward != ''")
+    assert len(loaded) > 10000
+    assert sum(len(w) for w in g.modern.values()) == 3321
+    # The ward of the old bug ("Thị Trấn Ea Tu, Huyện An Dương") can only come with its own district.
+    for by_d in g.legacy.values():
+        for wards in by_d.values():
+            assert len({u.district_full for u in wards}) == 1
+
+
+def test_texts_mix_the_forms_people_write():
+    joined = "\n".join(generate_texts(3000, seed=2))
+    for token in ("P.", "Q.", "TP.HCM", "Tp", "H.", "TX", "Phường", "phường", "Quận", "Huyện", "Xã", "Thị trấn",
+                  "Số ", "số ", "/", "Ngõ", "Ấp", "Thôn"):
+        assert token in joined, token
+    assert re.search(r"\bP\.?\d", joined) and re.search(r"\bQ\.?\d", joined)  # "P.3", "Q5"
+    assert re.search(r"\b\d+[A-H]\b", joined)  # "12A"
+
+
+def test_gazetteer_needs_no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    load_gazetteer.cache_clear()
+    try:
+        assert load_gazetteer().legacy
+    finally:
+        load_gazetteer.cache_clear()
+
+
+# --- handwriting fonts (Fontsource via npm) ---------------------------------------------------
+
+from vhrdata.synth import fontsource  # noqa: E402
+from vhrdata.synth.fonts import REQUIRED_CHARS  # noqa: E402
+
+_FACE = "patrick-hand"
+
+
+def _tarball(tmp_path: Path) -> Path:
+    """A cache folder holding the Fontsource tarball of one face (from the user cache or npm)."""
+    cache = tmp_path / "cache"
+    (cache / "npm").mkdir(parents=True)
+    name = f"fontsource-{_FACE}-{fontsource.HANDWRITING_FACES[_FACE]}.tgz"
+    cached = fontsource.fonts_cache() / "npm" / name
+    if cached.is_file():
+        shutil.copy(cached, cache / "npm" / name)
+        return cache
+    if not fontsource.npm_available():
+        pytest.skip("npm is not installed and no Fontsource tarball is cached (run `make fonts`)")
+    try:
+        fontsource._npm_pack(_FACE, fontsource.HANDWRITING_FACES[_FACE], cache / "npm", timeout=60)
+    except Exception as ex:  # noqa: BLE001 - any npm failure means: registry unreachable here
+        pytest.skip(f"npm could not fetch @fontsource/{_FACE}: {ex}")
+    return cache
+
+
+def test_fetch_merges_subsets_into_one_font_that_covers_vietnamese(tmp_path):
+    cache = _tarball(tmp_path)
+    results = fontsource.fetch_faces(cache, {_FACE: fontsource.HANDWRITING_FACES[_FACE]})
+    assert [r.covered for r in results] == [True], results
+    merged = cache / "ttf" / f"{_FACE}.ttf"
+    assert missing_chars(merged, REQUIRED_CHARS) == ""
+    assert fontsource.handwriting_fonts("train", cache) == [merged]
+    manifest = json.loads((cache / "fonts.json").read_text(encoding="utf-8"))
+    assert manifest["faces"][0]["name"] == _FACE and manifest["faces"][0]["covered"]
+    # It draws real glyphs for the Vietnamese letters, not boxes.
+    for ch in "ặẫỡữỷĐ":
+        mask = _glyph(str(merged), 32, ch)[0]
+        base = _glyph(str(merged), 32, {"Đ": "D"}.get(ch) or unicodedata.normalize("NFD", ch)[0])[0]
+        assert mask is not None and mask.max() > 128 and (mask.shape != base.shape or not np.array_equal(mask, base))
+
+
+def test_a_face_without_its_vietnamese_subset_fails_coverage(tmp_path):
+    import tarfile
+
+    cache = _tarball(tmp_path)
+    tgz = next((cache / "npm").glob("*.tgz"))
+    with tarfile.open(tgz) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    latin = fontsource.subset_files(tmp_path / "x" / "package", _FACE)[0]
+    assert "-latin-400" in latin.name
+    merged = fontsource.merge_face([latin], tmp_path / "ttf" / "latin-only.ttf")
+    assert missing_chars(merged, "ặđ")
+    assert fontsource.handwriting_fonts("all", tmp_path) == []
+
+
+def _fake_cache(tmp_path: Path, names) -> Path:
+    (tmp_path / "fc" / "ttf").mkdir(parents=True)
+    for n in names:
+        shutil.copy(matplotlib_font_dir() / "DejaVuSans.ttf", tmp_path / "fc" / "ttf" / f"{n}.ttf")
+    return tmp_path / "fc"
+
+
+def test_held_out_faces_never_reach_training(tmp_path):
+    held = fontsource.HELD_OUT_FACES
+    assert 2 <= len(held) <= 3 and set(held) <= set(fontsource.HANDWRITING_FACES)
+    cache = _fake_cache(tmp_path, ["patrick-hand", "itim", *held])
+    train = {p.stem for p in fontsource.handwriting_fonts("train", cache)}
+    test = {p.stem for p in fontsource.handwriting_fonts("held-out", cache)}
+    assert train == {"patrick-hand", "itim"} and test == set(held)
+    assert {p.stem for p in fontsource.handwriting_fonts("all", cache)} == train | test
+    with pytest.raises(ValueError, match="selection"):
+        fontsource.handwriting_fonts("test", cache)
+
+
+def test_synth_uses_the_chosen_faces_and_records_them(tmp_path, monkeypatch):
+    cache = _fake_cache(tmp_path, ["patrick-hand", "itim", *fontsource.HELD_OUT_FACES])
+    monkeypatch.setenv("VHR_FONTS_DIR", str(cache))
+    summary = synthesize(tmp_path / "o", lines=4, writers=4, seed=0, workers=1, fonts="held-out", **SMALL)
+    manifest = json.loads((tmp_path / "o" / "synth.json").read_text(encoding="utf-8"))
+    assert summary["font_source"] == manifest["font_source"] == "handwriting" and not manifest["font_warning"]
+    assert {Path(w["font"]).stem for w in manifest["writers"]} <= set(fontsource.HELD_OUT_FACES)
+    assert manifest["settings"]["fonts"] == "held-out"
+
+
+def test_without_handwriting_fonts_synth_falls_back_and_says_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("VHR_FONTS_DIR", str(tmp_path / "empty"))
+    with caplog.at_level("WARNING", logger="vhrdata.synth.fontsource"):
+        summary = synthesize(tmp_path / "o", lines=3, writers=2, seed=0, workers=1, **SMALL)
+    assert "falling back" in caplog.text and "make fonts" in caplog.text
+    manifest = json.loads((tmp_path / "o" / "synth.json").read_text(encoding="utf-8"))
+    assert summary["font_source"] == manifest["font_source"] == "system-fallback"
+    assert "make fonts" in manifest["font_warning"]
+    assert manifest["fonts"] and all(covers(f, REQUIRED_CHARS) for f in manifest["fonts"])
+
+
+def test_faces_are_normalised_to_a_similar_letter_size():
+    from vhrdata.synth.render import _size_scale
+
+    fonts = fontsource.handwriting_fonts("all") or find_fonts()
+    for f in fonts:
+        assert 0.6 <= _size_scale(str(f)) <= 2.2
+
+
+# --- capture: scanner, camera, strike-throughs ------------------------------------------------
+
+from vhrdata.synth import SYNTH_CAMERA, TEST_CAMERA, CameraRanges, camera_degrade, line_captures  # noqa: E402
+
+
+def _line(seed=0):
+    writer = make_writers(1, seed=0, height=48)[0]
+    return render_line("Số 12 Trần Phú, Phường 3, Quận 5, TP.HCM", writer, np.random.default_rng(seed))
+
+
+def test_camera_degrade_changes_the_image_keeps_shape_and_dtype_and_is_deterministic():
+    img = _line()
+    a = camera_degrade(img, np.random.default_rng(1))
+    b = camera_degrade(img, np.random.default_rng(1))
+    c = camera_degrade(img, np.random.default_rng(2))
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, img)
+    # Phone photos are greyer than scans, but the ink stays darker than the paper.
+    outs = [camera_degrade(img, np.random.default_rng(s)) for s in range(20)]
+    assert np.mean([np.median(o) for o in outs]) < np.median(img) - 15
+    assert all(np.percentile(o, 2) < np.median(o) - 40 for o in outs)
+
+
+@pytest.mark.parametrize("effect", [f.name for f in dataclasses.fields(CameraRanges) if f.name.startswith("p_")])
+def test_each_camera_effect_alone_changes_pixels(effect):
+    off = {f.name: 0.0 for f in dataclasses.fields(CameraRanges) if f.name.startswith("p_")}
+    ranges = CameraRanges(**(off | {effect: 1.0, "p_ruled": float(effect in ("p_ruled", "p_margin"))}), base=(1.0, 1.0))
+    img = _line()
+    out = camera_degrade(img, np.random.default_rng(3), ranges)
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img), effect
+
+
+def test_camera_ranges_validate_and_the_test_preset_differs_from_training():
+    from vhrdata.synth import TEST_CAMERA_SEED
+    from vhrmodel.augment import AugmentConfig
+
+    with pytest.raises(ValueError, match="p_shadow"):
+        CameraRanges(p_shadow=1.5)
+    with pytest.raises(ValueError, match="gradient"):
+        CameraRanges(gradient=(0.5, 0.1))
+    with pytest.raises(ValueError, match="uint8"):
+        camera_degrade(np.zeros((4, 4), np.float32), np.random.default_rng(0))
+    assert TEST_CAMERA != SYNTH_CAMERA and TEST_CAMERA.jpeg_quality[0] < SYNTH_CAMERA.jpeg_quality[0]
+    aug = AugmentConfig.with_camera()
+    assert TEST_CAMERA.shadow != aug.shadow and TEST_CAMERA.perspective != aug.perspective
+    assert TEST_CAMERA.gradient != aug.illumination and TEST_CAMERA.jpeg_quality != aug.jpeg_quality
+    assert TEST_CAMERA_SEED not in (0, 1, 42)
+
+
+def test_capture_mix_is_per_line_deterministic_and_recorded(tmp_path):
+    caps = line_captures(200, 5, "mix")
+    assert caps == line_captures(200, 5, "mix") and 60 < caps.count("camera") < 140
+    assert line_captures(3, 5, "camera") == ["camera"] * 3
+    summary = synthesize(tmp_path / "o", lines=12, writers=2, seed=5, workers=1, capture="mix", **SMALL)
+    manifest = json.loads((tmp_path / "o" / "synth.json").read_text(encoding="utf-8"))
+    assert manifest["captures"] == "".join(c[0] for c in line_captures(12, 5, "mix"))
+    first = line_captures(12, 5, "mix")
+    assert summary["captures"] == {"scanner": first.count("scanner"), "camera": first.count("camera")}
+    assert manifest["settings"]["capture"] == "mix" and manifest["camera"] == json.loads(json.dumps(SYNTH_CAMERA.to_dict()))
+    with pytest.raises(ValueError, match="capture"):
+        synthesize(tmp_path / "p", lines=2, writers=1, capture="phone")
+
+
+def test_render_camera_and_strike_through():
+    writer = make_writers(1, seed=0, height=48)[0]
+    text = "Số 12 Trần Phú, Phường 3, Quận 5, TP.HCM"
+    scan = render_line(text, writer, np.random.default_rng(4))
+    cam = render_line(text, writer, np.random.default_rng(4), capture="camera")
+    assert cam.shape == scan.shape and cam.dtype == np.uint8 and np.median(cam) < np.median(scan)
+    struck = render_line(text, writer, np.random.default_rng(4), strike_p=1.0)
+    clean = render_line(text, writer, np.random.default_rng(4), strike_p=0.0)
+    assert struck.shape[0] == clean.shape[0] and (struck < 128).sum() > (clean < 128).sum()
+    with pytest.raises(ValueError, match="capture"):
+        render_line(text, writer, np.random.default_rng(4), capture="mix")

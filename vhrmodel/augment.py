@@ -7,12 +7,19 @@ return the new widths, and a stretch never narrows an image below what CTC needs
 (the model emits one frame per `downsample` pixels).
 
 `BatchAugmenter` is the picklable per-batch callable handed to the store reader's `transform`
-hook, so augmentation runs in the reader's worker processes, never in the training loop.
+hook, so augmentation runs in the reader's worker processes, never in the training loop. The
+training code hands it to training batches only: validation is never augmented.
+
+Camera effects (illumination gradient and vignette, cast shadows, ruled lines, perspective, motion
+blur, JPEG) are off by default (`AugmentConfig.with_camera()` turns them on); they are drawn by
+`vhrdata.synth.camera.camera_degrade`, the one implementation the synthetic generator uses too,
+with this config's ranges (training ranges; the test-camera set uses `TEST_CAMERA`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -21,7 +28,14 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from vhrdata.ctc import min_ctc_width
 from vhrdata.preprocess import PAD_VALUE
+from vhrdata.synth.camera import CameraRanges, camera_degrade
+
+__all__ = ["PAD_VALUE", "AugmentConfig", "BatchAugmenter", "augment_batch", "augment_image", "min_ctc_width"]
+
+#: The camera effects of AugmentConfig, in the order their decisions are drawn.
+CAMERA_EFFECTS = ("illumination", "shadow", "ruled", "perspective", "motion_blur", "jpeg")
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,14 @@ class AugmentConfig:
         contrast: range of the contrast factor (around the mid grey level).
         p_stretch: probability of a random horizontal stretch.
         stretch_range: range of the horizontal scale factor.
+        p_illumination: probability of uneven camera lighting: a darker, greyer base level
+            (`illumination_base`), a linear gradient (`illumination`) and a vignette.
+        p_shadow: probability of a soft cast shadow; shadow: its darkening.
+        p_ruled: probability of ruled lines crossing the text; ruled_darkness: how dark they are.
+        p_perspective: probability of a slight perspective warp; perspective: corner shift as a
+            fraction of the height (the shape is kept).
+        p_motion_blur: probability of motion blur; motion_blur: its length in pixels.
+        p_jpeg: probability of JPEG compression; jpeg_quality: its quality range.
         max_width: widest image allowed after augmentation (None = no limit).
         downsample: model width downsampling, used to keep stretched lines CTC-feasible.
     """
@@ -72,6 +94,19 @@ class AugmentConfig:
     contrast: tuple[float, float] = (0.7, 1.15)
     p_stretch: float = 0.4
     stretch_range: tuple[float, float] = (0.8, 1.25)
+    p_illumination: float = 0.0
+    illumination_base: tuple[float, float] = (0.65, 1.0)
+    illumination: tuple[float, float] = (0.05, 0.3)
+    p_shadow: float = 0.0
+    shadow: tuple[float, float] = (0.1, 0.4)
+    p_ruled: float = 0.0
+    ruled_darkness: tuple[float, float] = (0.1, 0.3)
+    p_perspective: float = 0.0
+    perspective: tuple[float, float] = (0.0, 0.1)
+    p_motion_blur: float = 0.0
+    motion_blur: tuple[float, float] = (2.0, 5.0)
+    p_jpeg: float = 0.0
+    jpeg_quality: tuple[float, float] = (40.0, 90.0)
     max_width: int | None = None
     downsample: int = 4
 
@@ -81,7 +116,9 @@ class AugmentConfig:
                 p = getattr(self, f.name)
                 if not 0.0 <= p <= 1.0:
                     raise ValueError(f"{f.name} must be in [0, 1]. Received: {f.name}={p}")
-        for name in ("scale_range", "blur_sigma", "noise_std", "brightness", "contrast", "stretch_range"):
+        for name in ("scale_range", "blur_sigma", "noise_std", "brightness", "contrast", "stretch_range",
+                     "illumination_base", "illumination", "shadow", "ruled_darkness", "perspective",
+                     "motion_blur", "jpeg_quality"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high. Received: {name}={(lo, hi)}")
@@ -95,6 +132,11 @@ class AugmentConfig:
                 "elastic_grid >= 2, morph_size >= 1 and downsample >= 1 are required. Received: "
                 f"elastic_grid={self.elastic_grid}, morph_size={self.morph_size}, downsample={self.downsample}"
             )
+
+    @classmethod
+    def with_camera(cls, p: float = 0.3, **overrides) -> "AugmentConfig":
+        """The defaults plus every camera effect at probability `p` (then `overrides`)."""
+        return cls(**{f"p_{name}": p for name in CAMERA_EFFECTS}, **overrides)
 
     @classmethod
     def off(cls) -> "AugmentConfig":
@@ -113,15 +155,27 @@ class AugmentConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def min_ctc_width(label: Sequence[int] | np.ndarray, downsample: int = 4) -> int:
-    """Smallest image width whose `downsample`-strided frames can emit `label` under CTC.
+def _camera_ranges(cfg: AugmentConfig, on: tuple[bool, ...]) -> CameraRanges:
+    """This config's camera ranges with exactly the effects in `on` switched on (cached per config)."""
+    return _camera_ranges_cached(cfg, on)
 
-    CTC needs one frame per character plus one blank between each pair of equal neighbours.
-    """
-    label = np.asarray(label)
-    label = label[label > 0]
-    repeats = int(np.count_nonzero(label[1:] == label[:-1])) if label.size > 1 else 0
-    return (int(label.size) + repeats) * downsample
+
+@functools.lru_cache(maxsize=256)
+def _camera_ranges_cached(cfg: AugmentConfig, on: tuple[bool, ...]) -> CameraRanges:
+    illum, shadow, ruled, persp, motion, jpeg = on
+    return CameraRanges(
+        base=cfg.illumination_base if illum else (1.0, 1.0),
+        p_gradient=float(illum), gradient=cfg.illumination,
+        p_vignette=float(illum) * 0.5,
+        p_shadow=float(shadow), shadow=cfg.shadow,
+        p_ruled=float(ruled), ruled_darkness=cfg.ruled_darkness, p_margin=0.1 * ruled,
+        p_texture=0.5 * illum,
+        p_perspective=float(persp), perspective=cfg.perspective,
+        p_defocus=0.0,  # blur has its own p_blur
+        p_motion=float(motion), motion=cfg.motion_blur,
+        p_noise=0.0,  # noise has its own p_noise
+        p_jpeg=float(jpeg), jpeg_quality=cfg.jpeg_quality,
+    )
 
 
 def _elastic(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -219,7 +273,7 @@ def augment_image(
     cfg = config
     out = img
     # Draw every decision up front so that the random stream does not depend on image content.
-    flags = rng.random(7)
+    flags = rng.random(7 + len(CAMERA_EFFECTS))
     if flags[0] < cfg.p_stretch:
         out = _stretch(out, rng, cfg, min_width, cfg.max_width)
     if flags[1] < cfg.p_affine:
@@ -232,6 +286,9 @@ def augment_image(
         out = _blur(out, rng, cfg)
     if flags[5] < cfg.p_contrast:
         out = _contrast(out, rng, cfg)
+    camera = tuple(bool(flags[7 + k] < getattr(cfg, f"p_{name}")) for k, name in enumerate(CAMERA_EFFECTS))
+    if any(camera):
+        out = camera_degrade(out, rng, _camera_ranges(cfg, camera))
     if flags[6] < cfg.p_noise:
         out = _noise(out, rng, cfg)
     if cfg.max_width is not None and out.shape[1] > cfg.max_width and out.shape[1] > min_width:

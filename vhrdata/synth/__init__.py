@@ -9,12 +9,43 @@ Example:
     2
 """
 
-from vhrdata.synth.addresses import generate_address, generate_texts, load_gazetteer, old_tone_style
+from vhrdata.synth.addresses import (
+    Unit,
+    admin_units_db,
+    generate_address,
+    generate_address_unit,
+    generate_texts,
+    load_gazetteer,
+    old_tone_style,
+)
+from vhrdata.synth.camera import SYNTH_CAMERA, TEST_CAMERA, TEST_CAMERA_SEED, CameraRanges, camera_degrade
 from vhrdata.synth.fonts import REQUIRED_CHARS, VIETNAMESE_LETTERS, covers, find_fonts, missing_chars
-from vhrdata.synth.generate import LAYOUTS, default_workers, synthesize
-from vhrdata.synth.render import DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
+from vhrdata.synth.fontsource import (
+    FONT_SELECTIONS,
+    HANDWRITING_FACES,
+    HELD_OUT_FACES,
+    handwriting_fonts,
+    resolve_fonts,
+)
+from vhrdata.synth.generate import LAYOUTS, default_workers, line_captures, synthesize
+from vhrdata.synth.render import CAPTURES, DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
 
 __all__ = [
+    "CAPTURES",
+    "FONT_SELECTIONS",
+    "HANDWRITING_FACES",
+    "HELD_OUT_FACES",
+    "SYNTH_CAMERA",
+    "TEST_CAMERA",
+    "TEST_CAMERA_SEED",
+    "CameraRanges",
+    "Unit",
+    "admin_units_db",
+    "camera_degrade",
+    "generate_address_unit",
+    "handwriting_fonts",
+    "line_captures",
+    "resolve_fonts",
     "DEFAULT_HEIGHT",
     "LAYOUTS",
     "REQUIRED_CHARS",

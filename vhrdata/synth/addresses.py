@@ -1,21 +1,34 @@
-"""Synthetic Vietnamese address lines built from the project's own word lists.
+"""Synthetic Vietnamese address lines: real administrative units plus the project's own street lists.
+
+The ward, district and province of a line are a real triple from **vietnamadminunits** (MIT): its
+`dataset.db` (an SQLite file inside the installed package, read without network) holds the 10,040
+wards of the 63-province structure used before 2025 (what Cinnamon and Kalapa labels use) and the
+3,321 wards of the 2025 two-level structure (ward and province, no district). A ward is therefore
+always written with the district and province it really belongs to.
+
+What the package lacks comes from the word lists in `vhrdata/synth/wordlists/`: street names,
+hamlet names, and the province regions and colloquial spellings ("TP.HCM", "BR-VT").
 
 An address is written the way people fill in forms: an optional house part (number, alley, group,
 hamlet), an optional street, the ward or commune, the district and the province, separated by
-commas, with the usual spread of spellings and abbreviations ("Phường"/"P.", "Thị xã"/"Tx",
-"TP Hồ Chí Minh"...). Everything is drawn from a numpy Generator, so a line depends only on it.
+commas, with the usual spread of spellings and abbreviations ("Phường"/"P."/"P.3", "Quận"/"Q.",
+"Thị xã"/"TX", "TP.HCM", "Tp"...), case variants and number styles. Everything is drawn from a
+numpy Generator, so a line depends only on it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
+import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vhrdata.errors import SynthError
 from vhrdata.synth.seeding import TEXT_STREAM, line_rng
 
 WORDLIST_DIR = Path(__file__).parent / "wordlists"
@@ -24,7 +37,16 @@ WORDLIST_DIR = Path(__file__).parent / "wordlists"
 MIN_CHARS, MAX_CHARS = 28, 72
 
 DISTRICT_KINDS = ("quan", "huyen", "thixa", "thanhpho")
+WARD_KINDS = ("phuong", "xa", "thitran", "dackhu")
 REGIONS = ("north", "central", "south")
+
+#: Share of lines written in the 2025 two-level structure (ward, province); the rest use the
+#: legacy three levels (ward, district, province) of the labelled datasets.
+MODERN_SHARE = 0.15
+
+_DISTRICT_TYPES = {"Quận": "quan", "Huyện": "huyen", "Thị xã": "thixa", "Thành phố": "thanhpho"}
+_WARD_TYPES = {"Phường": "phuong", "Xã": "xa", "Thị trấn": "thitran", "Đặc khu": "dackhu"}
+_PROVINCE_TYPES = {"Thành phố": "city", "Tỉnh": "province"}
 
 
 @dataclass(frozen=True)
@@ -46,24 +68,58 @@ class District:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """One real ward with its district (legacy) and province, as in vietnamadminunits.
+
+    `*_full` are the database's own strings ("Phường Tân Định", "Quận 1", "Thành phố Hồ Chí Minh");
+    the short names drop the type word ("Tân Định", "1", "Hồ Chí Minh"). For a 2025 unit the
+    district fields are empty.
+    """
+
+    province: str
+    ward: str
+    ward_kind: str
+    province_full: str
+    ward_full: str
+    district: str = ""
+    district_kind: str = ""
+    district_full: str = ""
+
+    @property
+    def legacy(self) -> bool:
+        return bool(self.district_full)
+
+
+@dataclass(frozen=True)
 class Gazetteer:
-    """All word lists, as read from `vhrdata/synth/wordlists/`."""
+    """Provinces (regions, spellings), real units from vietnamadminunits, and the own word lists."""
 
     provinces: tuple[Province, ...]
-    districts: dict[str, tuple[District, ...]]
-    wards: tuple[str, ...]
-    communes: tuple[str, ...]
+    legacy: dict[str, dict[str, tuple[Unit, ...]]]  # province -> district full name -> wards
+    modern: dict[str, tuple[Unit, ...]]  # province -> wards (2025)
     hamlets: tuple[str, ...]
     streets: tuple[str, ...]
 
+    @property
+    def districts(self) -> dict[str, tuple[District, ...]]:
+        """Legacy districts per province name."""
+        return {
+            p: tuple(District(ws[0].district, ws[0].district_kind) for ws in by_d.values())
+            for p, by_d in self.legacy.items()
+        }
+
     def words(self) -> set[str]:
-        """Every name in the word lists, spelling variants included."""
-        names = set(self.wards + self.communes + self.hamlets + self.streets)
+        """Every name used (units, streets, hamlets, province spellings)."""
+        names = set(self.hamlets + self.streets)
         for p in self.provinces:
             names.add(p.name)
             names.update(p.variants)
-        for districts in self.districts.values():
-            names.update(d.name for d in districts)
+        for by_d in self.legacy.values():
+            for wards in by_d.values():
+                names.update(u.ward for u in wards)
+                names.add(wards[0].district)
+        for wards in self.modern.values():
+            names.update(u.ward for u in wards)
         return names
 
 
@@ -76,9 +132,56 @@ def _rows(name: str) -> list[str]:
     ]
 
 
+def admin_units_db() -> Path:
+    """Path of vietnamadminunits' `dataset.db`, found without importing the package (no network).
+
+    Raises:
+        SynthError: when the package is not installed or its database is missing.
+    """
+    spec = importlib.util.find_spec("vietnamadminunits")
+    if spec is None or not spec.submodule_search_locations:
+        raise SynthError("vietnamadminunits is not installed; `pip install vietnamadminunits` (see setup.cfg).")
+    db = Path(list(spec.submodule_search_locations)[0]) / "data" / "dataset.db"
+    if not db.is_file():
+        raise SynthError(f"vietnamadminunits has no database at {db}; reinstall the package.")
+    return db
+
+
+def _split_type(full: str, types: dict[str, str]) -> tuple[str, str]:
+    """("Phường Tân Định", types) -> ("Tân Định", "phuong")."""
+    full = unicodedata.normalize("NFC", " ".join(full.split()))
+    for word, kind in types.items():
+        if full[:len(word) + 1].casefold() == word.casefold() + " ":  # the db has "Thành Phố Bắc Kạn" too
+            return full[len(word) + 1:], kind
+    raise ValueError(f"unknown administrative type in {full!r}")
+
+
+def _read_units(db: Path) -> tuple[list[Unit], list[Unit]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        legacy_rows = conn.execute(
+            "SELECT province, district, ward FROM admin_units_legacy WHERE ward IS NOT NULL AND ward != '' "
+            "ORDER BY provinceCode, districtCode, wardCode"
+        ).fetchall()
+        modern_rows = conn.execute(
+            "SELECT province, ward FROM admin_units WHERE ward IS NOT NULL AND ward != '' "
+            "ORDER BY provinceCode, wardCode"
+        ).fetchall()
+    legacy, modern = [], []
+    for province_full, district_full, ward_full in legacy_rows:
+        province, _ = _split_type(province_full, _PROVINCE_TYPES)
+        district, district_kind = _split_type(district_full, _DISTRICT_TYPES)
+        ward, ward_kind = _split_type(ward_full, _WARD_TYPES)
+        legacy.append(Unit(province, ward, ward_kind, province_full, ward_full, district, district_kind, district_full))
+    for province_full, ward_full in modern_rows:
+        province, _ = _split_type(province_full, _PROVINCE_TYPES)
+        ward, ward_kind = _split_type(ward_full, _WARD_TYPES)
+        modern.append(Unit(province, ward, ward_kind, province_full, ward_full))
+    return legacy, modern
+
+
 @functools.lru_cache(maxsize=1)
 def load_gazetteer() -> Gazetteer:
-    """Read (once per process) and validate the bundled word lists."""
+    """Read (once per process) the real units and the bundled word lists, and check they agree."""
     provinces = []
     for row in _rows("provinces.txt"):
         cols = row.split("\t")
@@ -86,20 +189,24 @@ def load_gazetteer() -> Gazetteer:
             raise ValueError(f"provinces.txt: expected name, kind, region. Received: {row!r}")
         variants = tuple(v for v in cols[3].split(";") if v) if len(cols) > 3 else ()
         provinces.append(Province(cols[0], cols[1], cols[2], variants))
-    districts: dict[str, list[District]] = {p.name: [] for p in provinces}
-    for row in _rows("districts.txt"):
-        province, kind, names = row.split("\t")
-        if province not in districts or kind not in DISTRICT_KINDS:
-            raise ValueError(f"districts.txt: unknown province or kind. Received: {row!r}")
-        districts[province].extend(District(n, kind) for n in names.split(";"))
-    empty = [p for p, ds in districts.items() if not ds]
+    legacy_units, modern_units = _read_units(admin_units_db())
+    legacy: dict[str, dict[str, list[Unit]]] = {p.name: {} for p in provinces}
+    modern: dict[str, list[Unit]] = {}
+    for u in legacy_units:
+        if u.province not in legacy:
+            raise ValueError(f"provinces.txt lacks the province {u.province!r} of vietnamadminunits")
+        legacy[u.province].setdefault(u.district_full, []).append(u)
+    for u in modern_units:
+        if u.province not in legacy:
+            raise ValueError(f"provinces.txt lacks the province {u.province!r} of vietnamadminunits")
+        modern.setdefault(u.province, []).append(u)
+    empty = [p for p, ds in legacy.items() if not ds]
     if empty:
-        raise ValueError(f"districts.txt has no district for {empty}")
+        raise ValueError(f"vietnamadminunits has no ward for {empty}")
     return Gazetteer(
         provinces=tuple(provinces),
-        districts={p: tuple(ds) for p, ds in districts.items()},
-        wards=tuple(_rows("wards.txt")),
-        communes=tuple(_rows("communes.txt")),
+        legacy={p: {d: tuple(ws) for d, ws in by_d.items()} for p, by_d in legacy.items()},
+        modern={p: tuple(ws) for p, ws in modern.items()},
         hamlets=tuple(_rows("hamlets.txt")),
         streets=tuple(_rows("streets.txt")),
     )
@@ -249,41 +356,43 @@ def _rural_house(d: _Draw, g: Gazetteer, region: str) -> str | None:
     return None
 
 
-def _ward(d: _Draw, g: Gazetteer, district: District, province: Province) -> str:
-    if district.kind == "quan":
-        kind = "phuong"
-    elif district.kind == "huyen":
-        kind = "thitran" if d.chance(0.2) else "xa"
-    else:
-        kind = "phuong" if d.chance(0.8) else "xa"
+def _ward(d: _Draw, unit: Unit) -> str:
+    name, kind = unit.ward, unit.ward_kind
     if kind == "phuong":
-        numbered_share = 0.6 if district.name.isdigit() or province.name == "Hồ Chí Minh" else 0.08
-        if d.chance(numbered_share):
-            n = d.small_int(15)
-            name = f"{n:02d}" if d.chance(0.2) else str(n)
-        else:
-            name = d.pick(g.wards)
-        prefix = d.weighted({"Phường": 30, "phường": 3, "P.": 3, "P": 1, "F.": 0.3})
-        if prefix.endswith(".") and d.chance(0.5):
+        if name.isdigit():
+            # Numbered wards: "Phường 3", "P.3", "P3", "Phường 03", southern "F3".
+            n = int(name)
+            form = d.weighted({"Phường ": 20, "phường ": 2, "P.": 8, "P. ": 3, "P": 3, "P ": 2, "F": 0.6, "F.": 0.3})
+            num = f"{n:02d}" if d.chance(0.12) else str(n)
+            return form + num
+        prefix = d.weighted({"Phường": 30, "phường": 3, "P.": 4, "P": 0.5, "PHƯỜNG": 0.3})
+        if prefix.endswith(".") and d.chance(0.4):
             return prefix + name
         return f"{prefix} {name}"
     if kind == "thitran":
-        name = district.name if d.chance(0.6) and not district.name.isdigit() else d.pick(g.communes)
-        return f"{d.weighted({'Thị trấn': 10, 'Thị Trấn': 2, 'TT': 3, 'TT.': 2, 'thị trấn': 1})} {name}"
-    return f"{d.weighted({'Xã': 20, 'xã': 3, 'X.': 1})} {d.pick(g.communes)}"
+        return f"{d.weighted({'Thị trấn': 10, 'Thị Trấn': 3, 'TT': 3, 'TT.': 2, 'thị trấn': 1, 'Tt': 0.5})} {name}"
+    if kind == "dackhu":
+        return f"{d.weighted({'Đặc khu': 5, 'Đặc Khu': 1, 'đặc khu': 1})} {name}"
+    return f"{d.weighted({'Xã': 20, 'xã': 4, 'X.': 1, 'XÃ': 0.2})} {name}"
 
 
-def _district(d: _Draw, district: District) -> str:
+def _district(d: _Draw, unit: Unit) -> str:
+    name = unit.district
     prefixes = {
-        "quan": {"Quận": 30, "quận": 3, "Q.": 3, "Q": 1 if district.name.isdigit() else 0},
-        "huyen": {"Huyện": 30, "huyện": 3, "H.": 2},
-        "thixa": {"Thị xã": 12, "Thị Xã": 2, "Tx": 3, "TX": 3, "TX.": 1, "thị xã": 2},
-        "thanhpho": {"Thành phố": 10, "Thành Phố": 4, "TP": 6, "TP.": 2, "Tp": 1, "thành phố": 1},
-    }[district.kind]
+        "quan": {"Quận": 30, "quận": 3, "Q.": 4, "Q": 1.5 if name.isdigit() else 0, "Q. ": 1},
+        "huyen": {"Huyện": 30, "huyện": 3, "H.": 3, "H": 0.3},
+        "thixa": {"Thị xã": 12, "Thị Xã": 3, "Tx": 3, "TX": 3, "TX.": 1, "thị xã": 2, "Tx.": 1},
+        "thanhpho": {"Thành phố": 10, "Thành Phố": 4, "TP": 6, "TP.": 2, "Tp": 2, "Tp.": 1, "thành phố": 1},
+    }[unit.district_kind]
     prefix = d.weighted(prefixes)
-    if prefix.endswith(".") and district.name.isdigit() and d.chance(0.6):
-        return prefix + district.name
-    return f"{prefix} {district.name}"
+    if name.isdigit():
+        if d.chance(0.08):
+            name = f"{int(name):02d}"
+        if prefix in ("Q", "Q."):
+            return prefix + name
+    elif prefix.endswith(".") and d.chance(0.3):
+        return prefix + name
+    return f"{prefix.rstrip()} {name}"
 
 
 def _province(d: _Draw, province: Province) -> str:
@@ -291,11 +400,12 @@ def _province(d: _Draw, province: Province) -> str:
     if province.variants and d.chance(0.2):
         name = d.pick(province.variants)
     if name == "HCM":
-        return d.weighted({"TP HCM": 3, "TP.HCM": 3, "TP. HCM": 1, "Tp.HCM": 1})
+        return d.weighted({"TP HCM": 3, "TP.HCM": 4, "TP. HCM": 1, "Tp.HCM": 1.5, "Tp HCM": 1, "TPHCM": 1,
+                           "Tp.Hồ Chí Minh": 0.5})
     if province.kind == "city":
-        weights = {"": 5, "TP ": 2, "TP. ": 1, "Thành phố ": 1}
+        weights = {"": 5, "TP ": 2, "TP. ": 1, "Thành phố ": 1, "Tp ": 0.7, "Tp. ": 0.4}
         if province.name == "Hồ Chí Minh":
-            weights = {"": 1, "TP ": 10, "TP. ": 2, "Thành phố ": 2, "Tp ": 1}
+            weights = {"": 1, "TP ": 10, "TP. ": 2, "Thành phố ": 2, "Tp ": 2, "Tp. ": 1}
         return d.weighted(weights) + name
     return d.weighted({"": 20, "Tỉnh ": 2, "tỉnh ": 1, "T. ": 0.3}) + name
 
@@ -311,8 +421,23 @@ def _province_weights() -> np.ndarray:
     return weights / weights.sum()
 
 
-def _pick_province(d: _Draw, g: Gazetteer) -> Province:
-    return g.provinces[int(d.rng.choice(len(g.provinces), p=_province_weights()))]
+def _pick_province(d: _Draw, g: Gazetteer, modern: bool) -> Province:
+    while True:
+        province = g.provinces[int(d.rng.choice(len(g.provinces), p=_province_weights()))]
+        if not modern or province.name in g.modern:
+            return province
+
+
+def pick_unit(rng: np.random.Generator, g: Gazetteer | None = None) -> Unit:
+    """A real unit: province by a city-heavy weighting, then a district and a ward of it, uniformly."""
+    g = g or load_gazetteer()
+    d = _Draw(rng)
+    modern = d.chance(MODERN_SHARE)
+    province = _pick_province(d, g, modern)
+    if modern:
+        return d.pick(g.modern[province.name])
+    by_d = g.legacy[province.name]
+    return d.pick(by_d[d.pick(sorted(by_d))])
 
 
 # New-style tone placement ("hòa", "thủy") to old style ("hoà", "thuỷ"): both occur in real labels.
@@ -331,23 +456,53 @@ def old_tone_style(text: str) -> str:
     return _OLD_STYLE.sub(lambda m: _NEW_TO_OLD[m.group(1)], text)
 
 
-def _compose(d: _Draw, g: Gazetteer) -> str:
-    province = _pick_province(d, g)
-    district = d.pick(g.districts[province.name])
-    rural = district.kind == "huyen"
+def _compose(d: _Draw, g: Gazetteer) -> tuple[str, Unit]:
+    unit = pick_unit(d.rng, g)
+    province = next(p for p in g.provinces if p.name == unit.province)
+    rural = unit.ward_kind in ("xa", "thitran") or unit.district_kind == "huyen"
     if rural:
         house = _rural_house(d, g, province.region)
     else:
         house = _urban_house(d, g, province.region)
     parts = [house] if house else []
-    parts += [_ward(d, g, district, province), _district(d, district), _province(d, province)]
-    if d.chance(0.04):  # some writers leave the ward out
+    parts.append(_ward(d, unit))
+    if unit.legacy:
+        parts.append(_district(d, unit))
+    parts.append(_province(d, province))
+    if unit.legacy and d.chance(0.03):  # some writers leave the ward out
         del parts[-3]
     if house and d.chance(0.006):  # a remark after the house part
         parts[0] += f" ({d.pick(['cũ', 'mới', 'gần chợ', 'nhà trọ', 'sau trường'])})"
-    sep = ", " if d.chance(0.96) else d.pick([",", " , ", " - "])
+    sep = ", " if d.chance(0.95) else d.pick([",", " , ", " - ", ". "])
     prefix = d.pick(["ĐC: ", "Đ/c: ", "Địa chỉ: "]) if d.chance(0.006) else ""
-    return prefix + sep.join(parts)
+    return prefix + sep.join(parts), unit
+
+
+def _case(d: _Draw, text: str) -> str:
+    r = d.rng.random()
+    if r < 0.015:  # some people write forms in capitals
+        return text.upper()
+    if r < 0.03:  # or capitalise every word
+        return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
+    return text
+
+
+def generate_address_unit(rng: np.random.Generator) -> tuple[str, Unit]:
+    """One synthetic address line (NFC) and the real unit it names, drawn from `rng`."""
+    g = load_gazetteer()
+    d = _Draw(rng)
+    best = None
+    for _ in range(8):
+        text, unit = _compose(d, g)
+        if MIN_CHARS <= len(text) <= MAX_CHARS:
+            best = text, unit
+            break
+        if best is None or abs(len(text) - 56) < abs(len(best[0]) - 56):
+            best = text, unit
+    text, unit = best
+    if d.chance(0.5):
+        text = old_tone_style(text)
+    return unicodedata.normalize("NFC", _case(d, text)), unit
 
 
 def generate_address(rng: np.random.Generator) -> str:
@@ -359,21 +514,7 @@ def generate_address(rng: np.random.Generator) -> str:
     Returns:
         A label such as "Số 12 đường Trần Phú, Phường 3, Quận 5, TP Hồ Chí Minh".
     """
-    g = load_gazetteer()
-    d = _Draw(rng)
-    best = None
-    for _ in range(8):
-        text = _compose(d, g)
-        if MIN_CHARS <= len(text) <= MAX_CHARS:
-            best = text
-            break
-        if best is None or abs(len(text) - 56) < abs(len(best) - 56):
-            best = text
-    if d.chance(0.5):
-        best = old_tone_style(best)
-    if d.chance(0.015):  # some people write forms in capitals
-        best = best.upper()
-    return unicodedata.normalize("NFC", best)
+    return generate_address_unit(rng)[0]
 
 
 def generate_texts(n: int, seed: int = 0) -> list[str]:

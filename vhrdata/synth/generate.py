@@ -15,6 +15,7 @@ the number of worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,16 +34,19 @@ import numpy as np
 from vhrdata import __version__
 from vhrdata.errors import SynthError
 from vhrdata.synth.addresses import generate_texts
-from vhrdata.synth.fonts import find_fonts
-from vhrdata.synth.render import DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
-from vhrdata.synth.seeding import LAYOUT_STREAM, RENDER_STREAM, check_seed, line_rng
+from vhrdata.synth.camera import SYNTH_CAMERA, CameraRanges
+from vhrdata.synth.fontsource import FONT_SELECTIONS, resolve_fonts
+from vhrdata.synth.render import CAPTURES, DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
+from vhrdata.synth.seeding import CAPTURE_STREAM, LAYOUT_STREAM, RENDER_STREAM, check_seed, line_rng
 from vhrdata.workers import process_context
 
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("kalapa", "iam")
 MANIFEST = "synth.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Share of camera lines under capture="mix".
+MIX_CAMERA_SHARE = 0.5
 # Everything synth may write; an --overwrite run removes these (and only these) first.
 _OWNED = ("images", "annotations", "lines", "lines.txt", "forms.txt", MANIFEST)
 
@@ -64,6 +68,7 @@ class _Job:
     text: str
     writer: int
     path: str
+    capture: str = "scanner"
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
@@ -98,6 +103,14 @@ def _writer_blocks(lines: int, writers: int) -> list[range]:
     return [range(bounds[w], bounds[w + 1]) for w in range(writers)]
 
 
+def line_captures(lines: int, seed: int, capture: str) -> list[str]:
+    """The capture of each line: all "scanner", all "camera", or per line under "mix"."""
+    if capture != "mix":
+        return [capture] * lines
+    return ["camera" if line_rng(seed, CAPTURE_STREAM, i).random() < MIX_CAMERA_SHARE else "scanner"
+            for i in range(lines)]
+
+
 def _plan_kalapa(texts: list[str], styles: list[WriterStyle]) -> list[_Job]:
     jobs = []
     for w, block in enumerate(_writer_blocks(len(texts), len(styles))):
@@ -130,16 +143,18 @@ def _plan_iam(texts: list[str], styles: list[WriterStyle], lines_per_form: int) 
 _STATE: dict = {}
 
 
-def _init_worker(out: str, styles: list[WriterStyle], seed: int, layout: str, jpeg_quality: int) -> None:
+def _init_worker(out: str, styles: list[WriterStyle], seed: int, layout: str, jpeg_quality: int,
+                 camera: CameraRanges = SYNTH_CAMERA) -> None:
     # Parallelism comes from processes; OpenCV's own threads would only oversubscribe the cores.
     cv2.setNumThreads(1)
-    _STATE.update(out=Path(out), styles=styles, seed=seed, layout=layout, jpeg_quality=jpeg_quality)
+    _STATE.update(out=Path(out), styles=styles, seed=seed, layout=layout, jpeg_quality=jpeg_quality, camera=camera)
 
 
 def _render_job(job: _Job) -> tuple:
     """Render and write one line; return (index, height, width, gray level, components)."""
     writer = _STATE["styles"][job.writer]
-    image = render_line(job.text, writer, line_rng(_STATE["seed"], RENDER_STREAM, job.index))
+    image = render_line(job.text, writer, line_rng(_STATE["seed"], RENDER_STREAM, job.index),
+                        capture=job.capture, camera=_STATE["camera"])
     path = _STATE["out"] / job.path
     path.parent.mkdir(parents=True, exist_ok=True)
     gray, components = 0, 0
@@ -213,8 +228,10 @@ def synthesize(
     callback: Callable[[int, int], None] | None = None,
     *,
     height: int = DEFAULT_HEIGHT,
-    fonts: Sequence[str | os.PathLike] | None = None,
+    fonts: str | Sequence[str | os.PathLike] | None = None,
     font_dirs: Sequence[str | os.PathLike] = (),
+    capture: str = "scanner",
+    camera: CameraRanges = SYNTH_CAMERA,
     lines_per_form: int = 8,
     jpeg_quality: int = 90,
     overwrite: bool = False,
@@ -230,14 +247,21 @@ def synthesize(
         workers: processes to render with; default `default_workers()`. Does not change the output.
         callback: called as callback(done, total) as lines are written.
         height: nominal image height in pixels.
-        fonts: font files to use instead of searching for them.
-        font_dirs: extra folders searched for fonts (e.g. handwriting fonts), in addition to the system ones.
+        fonts: "train" (default: the cached Fontsource handwriting faces but `HELD_OUT_FACES`),
+            "held-out" (only those, for the test-unseen-font set), "all", or a list of font files.
+            Without cached faces (`make fonts`) it falls back to the system fonts, logs a warning
+            and records it in synth.json (`fonts.source`, `fonts.warning`).
+        font_dirs: extra folders of fonts, added to the chosen ones.
+        capture: "scanner" (white paper), "camera" (phone photo, see `vhrdata.synth.camera`) or
+            "mix" (half and half, chosen per line).
+        camera: the camera effect ranges (e.g. `TEST_CAMERA` for an evaluation set).
         lines_per_form: most lines on one IAM form (iam layout).
         jpeg_quality: JPEG quality (kalapa layout).
         overwrite: replace the output of an earlier synth run in `out` (only a folder holding synth.json).
 
     Returns:
-        Summary dict: out, layout, lines, writers, forms, seed, workers, fonts, seconds, lines_per_s.
+        Summary dict: out, layout, lines, writers, forms, seed, workers, fonts, font_source,
+        font_warning, captures (counts), seconds, lines_per_s.
 
     Raises:
         SynthError: no usable font, or `out` is not empty and may not be overwritten.
@@ -263,8 +287,17 @@ def synthesize(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1. Received: workers={workers}")
+    if capture not in CAPTURES:
+        raise ValueError(f"capture must be one of {', '.join(CAPTURES)}. Received: capture={capture!r}")
     out = Path(out)
-    font_list = [Path(f) for f in fonts] if fonts is not None else find_fonts(extra_dirs=font_dirs)
+    if fonts is None or isinstance(fonts, str):
+        if (fonts or "train") not in FONT_SELECTIONS:
+            raise ValueError(f"fonts must be one of {', '.join(FONT_SELECTIONS)} or a list of files. Received: {fonts!r}")
+        choice = resolve_fonts(fonts or "train", font_dirs)
+        font_list, font_source, font_warning = list(choice.fonts), choice.source, choice.warning
+        font_selection = choice.selection
+    else:
+        font_list, font_source, font_warning, font_selection = [Path(f) for f in fonts], "explicit", "", None
     styles = make_writers(writers, seed, fonts=font_list, height=height)
     _prepare_output(out, overwrite)
 
@@ -275,7 +308,9 @@ def synthesize(
         jobs = _plan_kalapa(texts, styles)
     else:
         jobs, forms = _plan_iam(texts, styles, lines_per_form)
-    results = _run(jobs, workers, (str(out), styles, seed, layout, jpeg_quality), callback)
+    captures = line_captures(lines, seed, capture)
+    jobs = [dataclasses.replace(j, capture=captures[j.index]) for j in jobs]
+    results = _run(jobs, workers, (str(out), styles, seed, layout, jpeg_quality, camera), callback)
 
     if layout == "kalapa":
         _write_kalapa_annotations(out, jobs, styles)
@@ -291,6 +326,9 @@ def synthesize(
         "seed": seed,
         "workers": workers,
         "fonts": sorted({Path(s.font).name for s in styles}),
+        "font_source": font_source,
+        "font_warning": font_warning,
+        "captures": {c: captures.count(c) for c in ("scanner", "camera")},
         "seconds": round(seconds, 3),
         "lines_per_s": round(lines / seconds, 1) if seconds > 0 else None,
     }
@@ -299,9 +337,15 @@ def synthesize(
         "generator": f"vhrdata.synth {__version__}",
         "settings": {
             "lines": lines, "writers": writers, "seed": seed, "layout": layout, "height": height,
-            "lines_per_form": lines_per_form, "jpeg_quality": jpeg_quality,
+            "lines_per_form": lines_per_form, "jpeg_quality": jpeg_quality, "capture": capture,
+            "fonts": font_selection,
         },
         "fonts": [str(f) for f in font_list],
+        "font_source": font_source,
+        "font_warning": font_warning,
+        "camera": camera.to_dict(),
+        # One letter per line index: s = scanner, c = camera.
+        "captures": "".join(c[0] for c in captures),
         "writers": [
             {**s.to_dict(), "id": _writer_id(s, w, layout)} for w, s in enumerate(styles)
         ],

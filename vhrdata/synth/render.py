@@ -21,11 +21,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vhrdata.errors import SynthError
+from vhrdata.synth.camera import SYNTH_CAMERA, CameraRanges, camera_degrade
 from vhrdata.synth.fonts import covers, find_fonts
 from vhrdata.synth.seeding import WRITER_STREAM, check_seed, line_rng
 
 #: Default image height in pixels (the real Cinnamon lines are 96-104 px high).
 DEFAULT_HEIGHT = 96
+
+#: How a line is captured: "scanner" (white paper, as in the Cinnamon scans) or "camera" (a phone
+#: photo: see `vhrdata.synth.camera`); "mix" chooses one per line.
+CAPTURES = ("scanner", "camera", "mix")
+
+#: Probability that a line gets a corrective stroke through one word (the label is unchanged).
+STRIKE_P = 0.03
 
 
 @dataclass(frozen=True)
@@ -150,12 +158,12 @@ def _make_writer(index: int, font: str, rng: np.random.Generator, height: int) -
         name=f"w{index:03d}",
         font=font,
         height=h,
-        size=int(round(h * rng.uniform(0.40, 0.50))),
+        size=int(round(h * rng.uniform(0.40, 0.50) * _size_scale(font))),
         baseline=float(rng.uniform(0.64, 0.72)),
         slant=slant,
-        stretch=float(rng.uniform(0.95, 1.2)),
+        stretch=float(rng.uniform(1.05, 1.4)),
         stroke=int(rng.choice(strokes, p=weights)),
-        tracking=float(rng.uniform(-0.05, 0.05)),
+        tracking=float(rng.uniform(-0.03, 0.07)),
         spacing_jitter=float(rng.uniform(0.0, 0.08)),
         word_gap=float(rng.uniform(0.9, 1.8)),
         baseline_jitter=float(rng.uniform(0.0, 0.012) * h),
@@ -170,6 +178,26 @@ def _make_writer(index: int, font: str, rng: np.random.Generator, height: int) -
         paper=paper,
         texture=float(rng.uniform(0.0, 3.0)),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _size_scale(path: str) -> float:
+    """Font-size factor that gives a face about DejaVu Sans' x-height without overflowing the line.
+
+    Handwriting faces differ a lot at the same nominal size (Square Peg and the scripts have tiny
+    x-heights, Playwrite VN and Fuzzy Bubbles large ones); normalising the x-height (capped so that
+    "Hg" spans at most 1.3 times DejaVu's) keeps every writer's letters about as tall as real ones.
+    """
+    try:
+        font = _font(path, 100)
+        x_top, x_bottom = font.getbbox("x", anchor="ls")[1::2]
+        top, bottom = font.getbbox("Hg", anchor="ls")[1::2]
+    except OSError:  # pragma: no cover - fonts are checked before use
+        return 1.0
+    xh, extent = x_bottom - x_top, bottom - top
+    if xh <= 0 or extent <= 0:
+        return 1.0
+    return float(np.clip(min(56.0 / xh, 1.3 * 94.0 / extent), 0.6, 2.2))
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,8 +241,12 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float)
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-def _layout(text: str, writer: WriterStyle, rng: np.random.Generator, pad: int) -> tuple[np.ndarray, float]:
-    """Draw the glyphs of `text` on a coverage canvas (uint8, 255 = ink); return it and the baseline y."""
+def _layout(text: str, writer: WriterStyle, rng: np.random.Generator,
+            pad: int) -> tuple[np.ndarray, float, list[tuple[float, float]]]:
+    """Draw the glyphs of `text` on a coverage canvas (uint8, 255 = ink).
+
+    Returns the canvas, the baseline y, and the canvas x-span of each word of 3+ characters.
+    """
     h = writer.height
     n = len(text)
     # Three sizes per writer, not a continuum: every (font, size, char) glyph is rasterised once per process.
@@ -249,16 +281,36 @@ def _layout(text: str, writer: WriterStyle, rng: np.random.Generator, pad: int) 
             continue
         region = canvas[ya:yb, x0:x0 + gw]
         np.maximum(region, mask[ya - y0:yb - y0, :region.shape[1]], out=region)
-    return canvas, baseline
+    spans, start = [], None
+    for i, ch in enumerate(text + " "):
+        if not ch.isspace() and start is None:
+            start = i
+        elif ch.isspace() and start is not None:
+            if i - start >= 3:
+                end = xs[i] if i < n else x
+                spans.append((pad + xs[start], pad + end))
+            start = None
+    return canvas, baseline, spans
 
 
-def render_line(text: str, writer: WriterStyle, rng: np.random.Generator) -> np.ndarray:
+def render_line(
+    text: str,
+    writer: WriterStyle,
+    rng: np.random.Generator,
+    capture: str = "scanner",
+    camera: CameraRanges = SYNTH_CAMERA,
+    strike_p: float = STRIKE_P,
+) -> np.ndarray:
     """Render `text` as a grayscale line image written by `writer`.
 
     Args:
         text: the line; it is NFC-normalised first. Must not be blank.
         writer: the writer's style (see `make_writers`).
-        rng: random generator for this line; the image depends only on its state, the text and the writer.
+        rng: random generator for this line; the image depends only on its state, the text, the
+            writer and the capture settings.
+        capture: "scanner" (light, even paper) or "camera" (`camera_degrade` with `camera`).
+        camera: the camera effect ranges used when capture is "camera".
+        strike_p: probability of a stroke through one word (drawn as ink; the label is unchanged).
 
     Returns:
         uint8 array (writer.height, width): dark ink on light paper.
@@ -275,9 +327,16 @@ def render_line(text: str, writer: WriterStyle, rng: np.random.Generator) -> np.
     text = unicodedata.normalize("NFC", text)
     if not text.strip():
         raise ValueError(f"text must contain something to draw. Received: text={text!r}")
+    if capture not in ("scanner", "camera"):
+        raise ValueError(f"capture must be 'scanner' or 'camera'. Received: capture={capture!r}")
     h = writer.height
     pad = int(abs(writer.slant) * h + 4 * writer.elastic + writer.size)
-    canvas, baseline = _layout(text, writer, rng, pad)
+    canvas, baseline, word_spans = _layout(text, writer, rng, pad)
+    # Always two draws, so that a line with and without its strike-through differ only by the stroke.
+    strike_roll, strike_seed = rng.random(), int(rng.integers(2**31))
+    if word_spans and strike_roll < strike_p:
+        sub = np.random.default_rng(strike_seed)
+        _strike(canvas, word_spans[int(sub.integers(len(word_spans)))], baseline, writer, sub)
 
     if writer.stroke > 0:
         k = writer.stroke + 1
@@ -312,7 +371,21 @@ def render_line(text: str, writer: WriterStyle, rng: np.random.Generator) -> np.
     paper = cv2.resize(low, (low.shape[1] * step, low.shape[0] * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
     image = paper - (paper - np.float32(writer.ink)) * mask
     image += np.float32(writer.noise) * _noise_patch(rng, h, w)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if capture == "camera":
+        image = camera_degrade(image, rng, camera)
+    return image
+
+
+def _strike(canvas: np.ndarray, span: tuple[float, float], baseline: float, writer: WriterStyle,
+            rng: np.random.Generator) -> None:
+    """Draw a pen stroke through a word (x0, x1) at about the x-height middle, slightly tilted."""
+    x0, x1 = span
+    y = baseline - writer.size * rng.uniform(0.2, 0.4)
+    tilt = rng.uniform(-0.08, 0.08) * (x1 - x0)
+    thick = max(1, int(round(writer.size * rng.uniform(0.05, 0.09))))
+    pts = np.array([[x0 - 2, y - tilt / 2], [(x0 + x1) / 2, y + rng.normal(0, 1)], [x1 + 2, y + tilt / 2]])
+    cv2.polylines(canvas, [np.round(pts).astype(np.int32)], False, 255, thick, cv2.LINE_AA)
 
 
 def _warp_maps(

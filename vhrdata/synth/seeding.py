@@ -12,6 +12,7 @@ TEXT_STREAM = 1
 WRITER_STREAM = 2
 RENDER_STREAM = 3
 LAYOUT_STREAM = 4
+CAPTURE_STREAM = 5
 
 
 def check_seed(seed: int) -> int:
