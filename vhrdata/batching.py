@@ -60,10 +60,18 @@ class Batch:
 
 
 class LabelEncoder:
-    """Encodes a batch of texts with one table lookup (unknown characters raise, naming them)."""
+    """Encodes a batch of texts with one table lookup.
 
-    def __init__(self, charset: Charset):
+    Args:
+        charset: the characters and their ids.
+        drop_unknown: leave characters outside the charset out of the labels instead of
+            raising `UnknownCharacterError` (for held-out lines scored against a model's charset:
+            their texts keep those characters, so they count as errors).
+    """
+
+    def __init__(self, charset: Charset, drop_unknown: bool = False):
         self.charset = charset
+        self.drop_unknown = drop_unknown
         cps = np.array([ord(c) for c in charset.chars], dtype=np.int64)
         self._table = np.full(int(cps.max()) + 2 if cps.size else 1, -1, dtype=np.int32)
         self._table[cps] = np.arange(1, len(cps) + 1, dtype=np.int32)
@@ -71,6 +79,8 @@ class LabelEncoder:
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(labels int32 [B, Lmax] 0-padded, lengths int32 [B])."""
         texts = list(texts)
+        if self.drop_unknown:
+            texts = ["".join(c for c in t if c in self.charset) for t in texts]
         lengths = np.fromiter(map(len, texts), dtype=np.int32, count=len(texts))
         max_len = int(lengths.max()) if len(texts) else 0
         cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
@@ -114,10 +124,10 @@ def pad_images(images: Sequence[np.ndarray], width_multiple: int = 1, out: np.nd
 
 
 def make_batch(images: Sequence[np.ndarray], texts: Sequence[str], ids: Sequence[str], charset: Charset,
-               width_multiple: int = 1) -> Batch:
+               width_multiple: int = 1, drop_unknown: bool = False) -> Batch:
     """A Batch of preprocessed (H, W) images and their labels."""
     padded, widths = pad_images(images, width_multiple)
-    labels, lengths = LabelEncoder(charset)(texts)
+    labels, lengths = LabelEncoder(charset, drop_unknown)(texts)
     return Batch(padded, widths, labels, lengths, list(texts), list(ids))
 
 

@@ -37,16 +37,8 @@ class PipelineError(VhrError):
     """A pipeline file is malformed or names an unknown stage."""
 
 
-class ModelFileError(VhrError):
-    """A model file is missing, unreadable, or lacks its charset and preprocessing settings."""
-
-
 class StatsError(VhrError):
     """The stats report's input is neither a records folder nor a store."""
-
-
-class TrainingError(VhrError):
-    """Training cannot start or resume (run folder, checkpoint or data problem)."""
 
 
 class ImageDecodeError(VhrError):

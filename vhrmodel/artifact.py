@@ -4,25 +4,34 @@ A model is only useful with the alphabet that decodes its output and the exact p
 its training images went through, so both live in the model's own config (`CRNN.alphabet`,
 `CRNN.preprocessing`) and `load_model` refuses a file that lacks them, instead of decoding
 with a wrong alphabet or feeding differently scaled images.
+
+The archive also holds `vhr.json`: the sha256 of its weights file and the model format
+version. Loading checks the zip's own CRCs, then the weights checksum, so a damaged file, or
+one rewritten around damaged weights, is refused instead of predicting with other weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vhrdata.charset import Charset
-from vhrdata.errors import ModelFileError
+from vhrmodel.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".keras"
+CHECKSUM_FILE = "vhr.json"
+WEIGHTS_FILE = "model.weights.h5"
+RETRAIN = "retrain it with this vhr (`vhrmodel train`), or start from the shipped `--init-from starter`"
 
 
 def _check_path(path: str | Path) -> Path:
@@ -44,8 +53,11 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as zf:
             config = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as ex:
-        raise ModelFileError(f"{path} is not a Keras model archive (.keras): {ex}") from None
+            stamp = json.loads(zf.read(CHECKSUM_FILE)) if CHECKSUM_FILE in zf.namelist() else None
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError,
+            zlib.error) as ex:
+        raise ModelFileError(f"{path} is not a readable Keras model archive (.keras): {ex}; "
+                             "copy it again or retrain it") from None
     inner = config.get("config") or {}
     alphabet = inner.get("alphabet")
     preprocessing = inner.get("preprocessing")
@@ -55,12 +67,63 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
             f"{path} lacks its {' and '.join(missing)}, so its output cannot be decoded or its input "
             "prepared; use a model written by `vhrmodel train` (which copies both from the store)"
         )
+    version = inner.get("format_version")
+    from vhrmodel.model.crnn import FORMAT_VERSION
+
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} is a model of format {version or 1}, whose output depended on the padding of its batch; "
+            f"this vhr reads format {FORMAT_VERSION}: {RETRAIN}"
+        )
+    if stamp is None:
+        raise ModelFileError(f"{path} has no weights checksum ({CHECKSUM_FILE}); it was not written by "
+                             f"`vhrmodel.artifact.save_model`: {RETRAIN}")
     return {
         "class_name": config.get("class_name"),
         "config": inner,
         "alphabet": alphabet,
         "preprocessing": preprocessing,
+        "weights_sha256": stamp.get("weights_sha256"),
     }
+
+
+def weights_sha256(path: str | Path) -> str:
+    """The sha256 of the weights inside a `.keras` archive (reading it also checks the zip CRC)."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as zf, zf.open(WEIGHTS_FILE) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a whole file (the source hash exports record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_model_file(path: str | Path) -> dict[str, Any]:
+    """`read_model_info`, plus the zip CRCs and the weights checksum; returns the info.
+
+    Raises:
+        ModelFileError: the file is damaged, or its weights are not those it was saved with.
+    """
+    info = read_model_info(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise ModelFileError(f"{path} is damaged: {bad} fails its CRC; copy it again or retrain it")
+        actual = weights_sha256(path)
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error) as ex:
+        raise ModelFileError(f"{path} is damaged ({ex}); copy it again or retrain it") from None
+    if actual != info["weights_sha256"]:
+        raise ModelFileError(f"{path} is damaged: its weights do not match the checksum they were saved with; "
+                             "copy it again or retrain it")
+    return info
 
 
 def save_model(model, path: str | Path, include_optimizer: bool = True) -> Path:
@@ -93,7 +156,19 @@ def save_model(model, path: str | Path, include_optimizer: bool = True) -> Path:
         model = twin
     try:
         model.save(tmp)
+        stamp = {"format_version": model.get_config().get("format_version"), "weights_sha256": weights_sha256(tmp)}
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(CHECKSUM_FILE, json.dumps(stamp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         tmp.replace(path)
+    except OSError as ex:
+        import errno
+
+        if ex.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise ModelFileError(f"cannot write {path}: {ex.strerror}; the previous {path.name} is unchanged. "
+                                 "Free disk space and resume with --resume") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -108,22 +183,20 @@ def load_model(path: str | Path, compile: bool = False):
         compile: also restore the loss and optimizer state (for resuming training).
 
     Raises:
-        ModelFileError: see `read_model_info`, or Keras cannot rebuild the model.
+        ModelFileError: see `verify_model_file`, or Keras cannot rebuild the model.
     """
     import keras
 
     import vhrmodel.losses  # noqa: F401  (registers CTCLoss for compiled models)
     import vhrmodel.model  # noqa: F401  (registers the model classes)
 
-    if compile:
-        import vhrmodel.train  # noqa: F401  (registers FramesCTCLoss, the training loss)
-
     path = Path(path)
-    read_model_info(path)
+    verify_model_file(path)
     try:
         return keras.saving.load_model(path, compile=compile)
-    except (ValueError, TypeError, OSError) as ex:
-        raise ModelFileError(f"cannot load model {path}: {ex}") from None
+    except Exception as ex:  # Keras raises many types for a file it cannot rebuild
+        raise ModelFileError(f"cannot load model {path}: {str(ex).splitlines()[0] if str(ex) else type(ex).__name__}; "
+                             f"{RETRAIN}") from None
 
 
 def model_charset(model) -> Charset:

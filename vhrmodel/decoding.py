@@ -357,3 +357,60 @@ def ctc_beam_decode(
     if not return_confidence:
         return texts
     return texts, _confidences(lp, id_seqs, lengths)
+
+
+def ctc_char_spans(log_probs: np.ndarray, ids: Sequence[int]) -> list[tuple[int, int, float]]:
+    """Where each character of a decoded line sits: (first frame, end frame, confidence) per id.
+
+    The Viterbi (best-path) CTC alignment of `ids` to the frames of one line's log-probabilities
+    [T, C] gives each character the frames on which it is emitted; its confidence is its highest
+    posterior probability on those frames. Works for any decoder's output, greedy or beam.
+
+    Example:
+        >>> import numpy as np
+        >>> lp = np.log(np.eye(3)[[1, 1, 0, 2]] * 0.98 + 0.01)   # blank, "a", "b"
+        >>> [(s, e) for s, e, _ in ctc_char_spans(lp, [1, 2])]
+        [(0, 2), (3, 4)]
+    """
+    lp = np.asarray(log_probs, np.float64)
+    ids = [int(i) for i in ids]
+    t_max = lp.shape[0]
+    if not ids:
+        return []
+    ext = [0]
+    for i in ids:
+        ext += [i, 0]
+    s_len = len(ext)
+    neg = -np.inf
+    score = np.full((t_max, s_len), neg)
+    back = np.zeros((t_max, s_len), np.int8)  # how far back the predecessor state is (0, 1 or 2)
+    score[0, 0] = lp[0, ext[0]]
+    if s_len > 1:
+        score[0, 1] = lp[0, ext[1]]
+    for t in range(1, t_max):
+        prev = score[t - 1]
+        for s in range(s_len):
+            best, step = prev[s], 0
+            if s >= 1 and prev[s - 1] > best:
+                best, step = prev[s - 1], 1
+            if s >= 2 and ext[s] != 0 and ext[s] != ext[s - 2] and prev[s - 2] > best:
+                best, step = prev[s - 2], 2
+            if best > neg:
+                score[t, s] = best + lp[t, ext[s]]
+                back[t, s] = step
+    end = s_len - 1 if s_len == 1 or score[-1, s_len - 1] >= score[-1, s_len - 2] else s_len - 2
+    if not np.isfinite(score[-1, end]):
+        # Too few frames for the text (cannot happen for a decoder's own output): spread evenly.
+        per = t_max / len(ids)
+        return [(int(k * per), max(int(k * per) + 1, int((k + 1) * per)), 0.0) for k in range(len(ids))]
+    states = np.zeros(t_max, np.int64)
+    s = end
+    for t in range(t_max - 1, -1, -1):
+        states[t] = s
+        s -= back[t, s]
+    spans = []
+    for k, char_id in enumerate(ids):
+        frames = np.nonzero(states == 2 * k + 1)[0]
+        start, stop = int(frames[0]), int(frames[-1]) + 1
+        spans.append((start, stop, float(np.exp(lp[start:stop, char_id].max()))))
+    return spans

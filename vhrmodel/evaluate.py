@@ -25,10 +25,8 @@ import cv2
 import numpy as np
 
 from vhrdata.errors import StoreError
-from vhrmodel.artifact import load_model, model_charset, model_settings
-from vhrmodel.metrics import edit_distance, evaluate_texts
+from vhrmodel.metrics import bootstrap_cer_interval, edit_distance, evaluate_texts, normalize_text
 from vhrmodel.predict import Recognizer
-from vhrmodel.train import split_counts
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +76,26 @@ def evaluate(
         ModelFileError: the model file is unusable.
     """
     from vhrdata.store import open_store
+    from vhrmodel.inputs import split_counts
 
-    model = load_model(model_path)
     store = open_store(store_path)
-    settings = model_settings(model)
+    counts = split_counts(store)
+    if not counts.get(split):
+        raise StoreError(f"store {store_path} has no {split!r} lines (splits: {counts}); choose another --split")
+    recognizer = Recognizer(model_path, decoder=decoder, beam_width=beam_width, lm=lm)
+    settings = recognizer.settings
     if settings != store.settings:
         raise StoreError(
             f"store {store_path} was preprocessed differently from the model's training data "
             f"({'; '.join(settings.diff(store.settings))}); rebuild the store with the model's settings"
         )
-    counts = split_counts(store)
-    if not counts.get(split):
-        raise StoreError(f"store {store_path} has no {split!r} lines (splits: {counts}); choose another --split")
-    charset = model_charset(model)
-    recognizer = Recognizer(model, decoder=decoder, beam_width=beam_width, lm=lm)
+    store_downsample = (store.index.get("build") or {}).get("downsample")
+    if store_downsample is not None and int(store_downsample) != recognizer.downsample:
+        raise StoreError(
+            f"store {store_path} checked CTC feasibility for downsample {store_downsample}, the model downsamples by "
+            f"{recognizer.downsample}; rebuild the store with `vhrdata build-lmdb --downsample {recognizer.downsample}`"
+        )
+    charset = recognizer.charset
     ds = store.split(split)
     # Batches carry no writer; one scan of the split maps ids to writers for per-writer CER.
     writer_of = {sample.id: sample.writer for sample in ds}
@@ -114,6 +118,7 @@ def evaluate(
             decode_seconds += t2 - t1
             batch_writers = [writer_of.get(i) for i in b.ids]
             for i, (ref, hyp, conf) in enumerate(zip(b.texts, texts, confs)):
+                ref, hyp = normalize_text(ref), normalize_text(hyp)
                 errors = edit_distance(ref, hyp)
                 line = {
                     "id": b.ids[i],
@@ -141,14 +146,19 @@ def evaluate(
 
     has_writers = any(w is not None for w in writers)
     metrics = evaluate_texts(refs, hyps, writers if has_writers else None)
+    low, high = bootstrap_cer_interval(refs, hyps)
+    unknown = sorted({c for r in refs for c in r if c not in charset})
     metrics.update(
+        cer_ci95=[low, high],
+        chars_outside_charset="".join(unknown),
+        lines_with_chars_outside_charset=sum(any(c not in charset for c in r) for r in refs),
         model=str(model_path),
         store=str(store_path),
         split=split,
         decoder=decoder,
         beam_width=beam_width if decoder == "beam" else None,
         lm=lm is not None,
-        params=int(model.count_params()),
+        params=int(recognizer.model.count_params()) if recognizer.model is not None else None,
         model_bytes=Path(model_path).stat().st_size,
         batch_size=batch_size,
         ms_per_line_model=round(1000 * model_seconds / max(1, len(refs)), 3),
@@ -164,7 +174,9 @@ def evaluate(
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from vhrmodel.callbacks import write_json_atomic
+
+    write_json_atomic(path, obj)
 
 
 def _pct(x: float) -> str:

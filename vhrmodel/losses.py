@@ -36,13 +36,10 @@ class CTCLoss(keras.losses.Loss):
     """Keras loss for `model.fit` with y = int32 [B, L] labels padded with 0.
 
     The label length of each sample is its count of non-zero ids (0 is the blank, which never
-    occurs inside a label). Every sample uses all T output frames of the batch, so `y` stays a
-    single label tensor. That is right only when all lines of a batch have the same width or the
-    model is also decoded on the padded length: trained this way, a BiLSTM learns to emit
-    characters late, inside the white padding, and decoding a line on its own frames
-    (`width // downsample`, as at batch size 1) then loses its ending. Training therefore uses
-    `vhrmodel.train.FramesCTCLoss`, which carries each line's frame count in y; this class is
-    for fixed-width data and quick experiments.
+    occurs inside a label). The loss runs over all T frames of the batch: the model sets every
+    frame past a line's own (`width // downsample`) to a certain blank (`BlankPadding`), so
+    this equals the loss over the line's own frames, and y needs nothing but the labels. This
+    is the `(x, y)` contract of `vhrmodel.inputs.to_keras`.
 
     Args:
         name: str. Loss name.

@@ -1,16 +1,61 @@
 """Recognition metrics: CER, WER, SER, diacritic-blind CER and per-writer CER.
 
 Rates are totals over the corpus: CER = sum of edit distances / sum of reference lengths,
-not a mean of per-line ratios (which would over-weight short lines). Texts are compared as
-given; the store and the decoders both produce NFC text.
+not a mean of per-line ratios (which would over-weight short lines). References and
+hypotheses are both normalised (`normalize_text`: NFC, one space between words) before they
+are compared, so a decoder's NFD output or a doubled space is never counted against, or for, it.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import defaultdict
 from typing import Hashable, Sequence
 
+import numpy as np
+
 from vhrdata.text import strip_diacritics
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, whitespace runs as one space, no leading or trailing space."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def align(ref: str, hyp: str) -> list[tuple[str, str, str]]:
+    """A minimal edit alignment of `hyp` against `ref`, as (op, ref_char, hyp_char) steps.
+
+    op is "equal", "substitute", "delete" (a `ref` character the hypothesis lacks; hyp_char is
+    "") or "insert" (a hypothesis character `ref` lacks; ref_char is ""). Its cost is the
+    `edit_distance`.
+
+    Example:
+        >>> [op for op, _, _ in align("hoà", "hòa")]
+        ['equal', 'substitute', 'substitute']
+    """
+    n, m = len(ref), len(hyp)
+    d = np.zeros((n + 1, m + 1), np.int32)
+    d[:, 0] = np.arange(n + 1)
+    d[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
+    steps = []
+    i, j = n, m
+    while i or j:
+        if i and j and d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
+            steps.append(("equal" if ref[i - 1] == hyp[j - 1] else "substitute", ref[i - 1], hyp[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and d[i, j] == d[i - 1, j] + 1:
+            steps.append(("delete", ref[i - 1], ""))
+            i -= 1
+        else:
+            steps.append(("insert", "", hyp[j - 1]))
+            j -= 1
+    return steps[::-1]
 
 
 def edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
@@ -157,6 +202,8 @@ def evaluate_texts(refs: Sequence[str], hyps: Sequence[str], writers: Sequence[s
         (0.25, 0.0, 0.5, 1.0)
     """
     _check_pairs(refs, hyps)
+    refs = [normalize_text(r) for r in refs]
+    hyps = [normalize_text(h) for h in hyps]
     char_err, chars = char_errors(refs, hyps)
     ref_words = [r.split() for r in refs]
     word_err = sum(edit_distance(r, h.split()) for r, h in zip(ref_words, hyps))
@@ -177,3 +224,26 @@ def evaluate_texts(refs: Sequence[str], hyps: Sequence[str], writers: Sequence[s
     if writers is not None:
         result["per_writer"] = per_writer_cer(refs, hyps, writers)
     return result
+
+
+def bootstrap_cer_interval(refs: Sequence[str], hyps: Sequence[str], level: float = 0.95, resamples: int = 2000,
+                           seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of the corpus CER, resampling whole lines.
+
+    Example:
+        >>> low, high = bootstrap_cer_interval(["abc", "abd"] * 20, ["abc", "abc"] * 20)
+        >>> low <= 1 / 6 <= high
+        True
+    """
+    _check_pairs(refs, hyps)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1). Received: level={level}")
+    if not refs:
+        return (0.0, 0.0)
+    errors = np.array([edit_distance(normalize_text(r), normalize_text(h)) for r, h in zip(refs, hyps)], np.float64)
+    chars = np.array([len(normalize_text(r)) for r in refs], np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(refs), size=(resamples, len(refs)))
+    rates = errors[idx].sum(axis=1) / np.maximum(chars[idx].sum(axis=1), 1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(rates, alpha)), float(np.quantile(rates, 1 - alpha))

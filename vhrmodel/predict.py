@@ -1,22 +1,28 @@
-"""Recognise line images with a trained model file: `Recognizer` behind `vhrmodel predict`.
+"""Recognise line images with a trained model: `Recognizer` behind `vhrmodel predict` and the server.
 
-An image goes through `vhrdata.preprocess.preprocess_image` with the settings stored in the
-model (the store's), so a line predicted from its file is exactly the tensor the model was
-trained and evaluated on.
+An image goes through `vhrdata.preprocess` with the settings stored in the model (the store's),
+so a line predicted from its file is exactly the tensor the model was trained and evaluated on.
+The model is batch-invariant, so a line reads the same alone and in any batch, and the numbers
+`vhrmodel evaluate` reports are exactly what `predict` returns.
+
+This module imports neither TensorFlow nor Keras: a `.keras` file loads Keras when opened, an
+exported model only its own runtime.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vhrdata.preprocess import PAD_VALUE, ImageInput, preprocess_image
-from vhrmodel.artifact import load_model, model_charset, model_settings
+from vhrdata.charset import Charset
+from vhrdata.errors import VhrError
+from vhrdata.preprocess import ImageInput, PreprocessSettings, decode_gray, preprocess_gray
+from vhrmodel.runtime import Runtime, frame_lengths, open_runtime
 
 log = logging.getLogger(__name__)
 
@@ -24,49 +30,61 @@ DECODERS = ("greedy", "beam")
 
 
 @dataclass
+class CharInfo:
+    """One recognised character.
+
+    Attributes:
+        char: the character.
+        confidence: its highest posterior probability on the frames it is emitted on.
+        frames: [start, end) output frames of its CTC alignment.
+        x: [x0, x1) pixels in the model input (the preprocessed line).
+        x_original: [x0, x1) pixels in the original image, or None when the preprocessing crops
+            margins (the crop offset is not tracked).
+    """
+
+    char: str
+    confidence: float
+    frames: tuple[int, int]
+    x: tuple[int, int]
+    x_original: tuple[int, int] | None
+
+
+@dataclass
 class Prediction:
     """One recognised line.
 
     Attributes:
-        text: the decoded text.
+        text: the decoded text ("" when `error` is set).
         confidence: CTC probability of the text, as a per-character geometric mean in (0, 1]
             (see `vhrmodel.decoding`).
         ms: milliseconds spent on this line (preprocessing, model and decoding; a batch's time
             is shared equally among its lines).
         source: the path, or the position of an in-memory image.
+        chars: per-character confidences and positions.
+        error: why the image could not be read (only with `recognize(..., on_error="report")`).
     """
 
     text: str
     confidence: float
     ms: float
     source: str = ""
+    chars: list[CharInfo] = field(default_factory=list)
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def pad_images(images: Sequence[np.ndarray], width_multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Pad (H, W) uint8 images on the right with white: (uint8 [B, H, W'], int32 widths).
-
-    W' is the widest image rounded up to `width_multiple`.
-    """
-    widths = np.array([im.shape[1] for im in images], np.int32)
-    wmax = -(-int(widths.max()) // width_multiple) * width_multiple
-    batch = np.full((len(images), images[0].shape[0], wmax), PAD_VALUE, np.uint8)
-    for i, im in enumerate(images):
-        batch[i, :, : im.shape[1]] = im
-    return batch, widths
-
-
 class Recognizer:
-    """A loaded model plus its charset, preprocessing and decoder.
+    """A model plus its charset, preprocessing and decoder, on whichever runtime it needs.
 
     Args:
-        model: a model file path (checked by `vhrmodel.artifact.load_model`) or a loaded model.
+        model: a `.keras` file, an exported model folder (`vhrmodel export`), "starter" (the
+            model shipped in the package), a loaded Keras model, or a `Runtime`.
         decoder: "greedy" or "beam".
         beam_width: beams kept by the beam decoder.
         lm: optional `vhrmodel.decoding.CharNgramLM` for the beam decoder (fit on training
-            labels only).
+            labels only); it needs decoder="beam".
         lm_weight: weight of the LM in beam search.
 
     Example:
@@ -78,28 +96,37 @@ class Recognizer:
     def __init__(self, model, decoder: str = "greedy", beam_width: int = 10, lm=None, lm_weight: float = 0.5):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
-        self.model = load_model(model) if isinstance(model, (str, Path)) else model
-        self.charset = model_charset(self.model)
-        self.settings = model_settings(self.model)
-        self.downsample = int(getattr(self.model, "downsample", 4))
-        import keras
+        if lm is not None and decoder != "beam":
+            raise ValueError("a character LM is only used by beam search; pass decoder='beam'")
+        self.runtime: Runtime = open_runtime(model)
+        self.charset = Charset(self.runtime.alphabet)
+        try:
+            self.settings = PreprocessSettings.from_dict(dict(self.runtime.preprocessing))
+        except (TypeError, ValueError) as ex:
+            from vhrmodel.errors import ModelFileError
 
-        # XLA backends compile per input shape: round widths up so that few shapes occur.
-        self.width_multiple = 1 if keras.backend.backend() == "tensorflow" else 64
+            raise ModelFileError(f"the model's preprocessing settings are not usable by this vhr: {ex}") from None
+        self.downsample = int(self.runtime.downsample)
         self.decoder = decoder
         self.beam_width = int(beam_width)
         self.lm = lm
         self.lm_weight = float(lm_weight)
 
-    def prepare(self, image: ImageInput) -> np.ndarray:
-        """The model input for one image: `preprocess_image` with the model's settings."""
-        return preprocess_image(image, self.settings)
+    @property
+    def model(self):
+        """The Keras model behind a Keras runtime (None for exported runtimes)."""
+        return getattr(self.runtime, "model", None)
+
+    def prepare(self, image: ImageInput) -> tuple[np.ndarray, int]:
+        """(model input, original width) of one image, with the model's preprocessing settings."""
+        gray = decode_gray(image)
+        return preprocess_gray(gray, self.settings)[0], int(gray.shape[1])
 
     def logits(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits [B, T, C] and valid frame counts [B] of preprocessed (H, W) images."""
-        batch, widths = pad_images(images, self.width_multiple)
-        logits = np.asarray(self.model.predict_on_batch(batch[..., None]))
-        return logits, np.maximum(widths // self.downsample, 1).astype(np.int32)
+        """Logits [B, T, C] and own frame counts [B] of preprocessed (H, W) images."""
+        from vhrmodel.runtime import batch_logits
+
+        return batch_logits(self.runtime, list(images))
 
     def decode(self, logits: np.ndarray, lengths: np.ndarray) -> tuple[list[str], list[float]]:
         """Texts and confidences of a logits batch, with the configured decoder."""
@@ -111,12 +138,23 @@ class Recognizer:
                                    lm=self.lm, lm_weight=self.lm_weight, return_confidence=True)
         return ctc_greedy_decode(logits, self.charset, logit_lengths=lengths, return_confidence=True)
 
-    def warm_up(self) -> None:
-        """Run the model on blank lines so graph tracing is not counted in the first lines' time.
+    def char_infos(self, text: str, logits: np.ndarray, length: int, scale: float | None) -> list[CharInfo]:
+        """Per-character confidence and position of `text` on one line's logits [T, C]."""
+        from vhrmodel.decoding import ctc_char_spans, log_softmax
 
-        Two calls that differ in batch size and width make the traced graph general in both, so
-        later batches of any size and width reuse it.
-        """
+        ids = self.charset.encode(text).tolist() if text else []
+        spans = ctc_char_spans(log_softmax(logits[:length]), ids)
+        out = []
+        for ch, (start, stop, conf) in zip(text, spans):
+            x = (start * self.downsample, stop * self.downsample)
+            x_orig = None if scale is None else (int(round(x[0] * scale)), int(round(x[1] * scale)))
+            out.append(CharInfo(ch, round(conf, 5), (start, stop), x, x_orig))
+        return out
+
+    def warm_up(self) -> None:
+        """Run the model on blank lines so graph tracing is not counted in the first lines' time."""
+        from vhrdata.preprocess import PAD_VALUE
+
         h = self.settings.height
         for n, w in ((1, 256), (2, 384)):
             self.logits([np.full((h, w), PAD_VALUE, np.uint8)] * n)
@@ -126,36 +164,58 @@ class Recognizer:
         images: Sequence[ImageInput],
         batch_size: int = 1,
         callback: Callable[[int, int], None] | None = None,
+        on_error: str = "raise",
+        chars: bool = True,
     ) -> list[Prediction]:
         """Recognise images (paths, encoded bytes or arrays), in input order.
 
-        Lines are batched by similar width to limit padding. Each `Prediction.ms` is its batch's
-        wall time (read, preprocess, model, decode) divided by the batch's size.
+        Lines are batched by similar size to limit padding; the batch does not change a line's
+        result. Each `Prediction.ms` is its batch's wall time divided by the batch's size.
 
         Args:
             images: the line images.
             batch_size: lines per model call.
             callback: called as callback(done, total) with line counts after each batch.
+            on_error: "raise" stops at the first image that cannot be read (`ImageDecodeError`);
+                "report" returns a `Prediction` with `error` set for it and reads the rest.
+            chars: also compute per-character confidences and positions.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
+        if on_error not in ("raise", "report"):
+            raise ValueError(f"on_error must be 'raise' or 'report'. Received: on_error={on_error!r}")
         sources = [str(im) if isinstance(im, (str, Path)) else f"<image {i}>" for i, im in enumerate(images)]
         results: list[Prediction | None] = [None] * len(images)
         order = list(range(len(images)))
         if batch_size > 1:
             # Width is only known after decoding; file size is a cheap proxy for line length.
             order.sort(key=lambda i: _size_hint(images[i]))
+        crops = self.settings.crop_margins
         for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
             t0 = time.perf_counter()
-            prepared = [self.prepare(images[i]) for i in idx]
-            logits, lengths = self.logits(prepared)
-            texts, confs = self.decode(logits, lengths)
-            ms = (time.perf_counter() - t0) * 1000.0 / len(idx)
-            for i, text, conf in zip(idx, texts, confs):
-                results[i] = Prediction(text=text, confidence=float(conf), ms=round(ms, 3), source=sources[i])
+            idx, prepared, original = [], [], []
+            for i in order[start : start + batch_size]:
+                try:
+                    tensor, width = self.prepare(images[i])
+                except VhrError as ex:
+                    if on_error == "raise":
+                        raise
+                    results[i] = Prediction("", 0.0, 0.0, sources[i], error=str(ex))
+                    continue
+                idx.append(i)
+                prepared.append(tensor)
+                original.append(width)
+            if idx:
+                logits, lengths = self.logits(prepared)
+                texts, confs = self.decode(logits, lengths)
+                ms = (time.perf_counter() - t0) * 1000.0 / len(idx)
+                for k, (i, text, conf) in enumerate(zip(idx, texts, confs)):
+                    scale = None if crops else original[k] / max(1, prepared[k].shape[1])
+                    infos = self.char_infos(text, logits[k], int(lengths[k]), scale) if chars else []
+                    results[i] = Prediction(text=text, confidence=float(conf), ms=round(ms, 3), source=sources[i],
+                                            chars=infos)
             if callback is not None:
-                callback(start + len(idx), len(order))
+                callback(min(start + batch_size, len(order)), len(order))
         return results  # type: ignore[return-value]
 
 

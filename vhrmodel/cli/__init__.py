@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-from vhrdata.cli._common import setup_logging
+from vhrdata.cli.common import setup_logging
 from vhrmodel import __version__
 
 # One module per command group; each defines COMMANDS, a list of click commands.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vhrdata.cli._common import LazyProgress, handle_errors
+from vhrdata.cli.common import LazyProgress, handle_errors
 
 
 def load_lm(path: str | None):

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from vhrdata.cli._common import handle_errors
+from vhrdata.cli.common import handle_errors
 from vhrmodel.cli.evaluate import load_lm
 
 

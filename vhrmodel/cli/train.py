@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from vhrdata.cli._common import handle_errors
+from vhrdata.cli.common import handle_errors
 
 PRESET_NAMES = ("tiny", "small", "base")
 
@@ -62,11 +62,11 @@ def _augment_config(path: str | None):
 @click.command("train")
 @click.option("--store", required=True, type=click.Path(path_type=str), help="The store (`vhrdata build-lmdb` output).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str), help="Run folder.")
-@click.option("--fast", is_flag=True,
-              help="Stream preprocessed batches from the LMDB store. Without it, images are decoded and "
-                   "preprocessed from records.parquet every epoch (slow; for parity checks and benchmarks).")
+@click.option("--fast/--from-records", default=True, show_default=True,
+              help="--fast (the default) streams preprocessed batches from the LMDB store; --from-records decodes "
+                   "and preprocesses the image files of records.parquet every epoch (slow; for parity checks).")
 @click.option("--records", type=click.Path(path_type=str), default=None,
-              help="records.parquet (or its folder) for the slow path, if the store does not record it.")
+              help="records.parquet (or its folder) for --from-records, if the store does not record it.")
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
               help="Model preset. Default: small, or the --init-from model's architecture.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
@@ -74,7 +74,9 @@ def _augment_config(path: str | None):
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Lines per batch (per GPU when several are used).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Initial Adam learning rate; halved when val CER stops improving.")
+              help="Initial Adam learning rate; halved when val loss stops improving for --lr-patience epochs.")
+@click.option("--lr-patience", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Epochs without val loss improvement before the learning rate is halved.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Augment training batches.")
 @click.option("--augment-config", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
               help="YAML/JSON file of AugmentConfig fields (e.g. p_elastic: 0.5).")
@@ -96,7 +98,7 @@ def _augment_config(path: str | None):
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
 @handle_errors
-def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, augment, augment_config, resume, init_from,
+def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_patience, augment, augment_config, resume, init_from,
               workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, time_limit, no_tensorboard,
               quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
@@ -109,17 +111,21 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, augment
     Example:
 
     \b
-        vhrmodel train --store work/store --out work/runs/small --fast --preset small --epochs 40
+        vhrmodel train --store work/store --out work/runs/small --preset small --epochs 40
 
     \b
-        vhrmodel train --store work/real-store --out work/runs/ft --fast --init-from work/runs/synth/model.keras
+        vhrmodel train --store work/real-store --out work/runs/ft --init-from starter
     """
-    from vhrmodel.train import TrainConfig, train
+    from vhrmodel.config import TrainConfig, check_run_folder
+
+    check_run_folder(out, resume, init_from)
+    from vhrmodel.train import train
 
     try:
         config = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, fast=fast, augment=augment,
                              augment_config=_augment_config(augment_config), workers=workers, seed=seed,
                              steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
+                             reduce_lr_patience=lr_patience,
                              bn_momentum=bn_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None

@@ -7,25 +7,41 @@ from typing import Any, Sequence
 
 import keras
 
+from vhrdata.ctc import frames_for_width
+from vhrmodel.model.bidirectional_lstm import BidirectionalLSTM
+from vhrmodel.model.column_mask import BlankPadding, ColumnMask
 from vhrmodel.model.crop_width import CropWidth
 from vhrmodel.model.residual_block import ResidualBlock, _pair
 
 HEIGHT_REDUCTIONS = ("reshape", "max", "mean")
+
+# 2: the model takes each line's width and its output no longer depends on the batch padding.
+# Files of format 1 (no `format_version`) read their padding and are refused on load.
+FORMAT_VERSION = 2
 
 
 @keras.saving.register_keras_serializable(package="vhr")
 class CRNN(keras.Model):
     """Text-line recogniser: uint8 line image in, per-frame CTC logits out.
 
-    Input: uint8 images [B, H, W, 1] with dark ink on white, padded on the right with 255
-    (`vhrdata.preprocess.PAD_VALUE`); H is fixed per model, W is free. The model maps pixels
-    to `1 - x / 255`, so ink is 1 and paper and padding are 0 (what zero-padded convolutions
-    see beyond the border). A residual CNN downsamples the height and the width, the height is
+    Inputs: a dict with "images", uint8 [B, H, W, 1] with dark ink on white, padded on the
+    right with 255 (`vhrdata.preprocess.PAD_VALUE`), H fixed per model and W free; and
+    "widths", int32 [B], each line's own width in pixels. The model maps pixels to
+    `1 - x / 255`, so ink is 1 and paper and padding are 0 (what zero-padded convolutions see
+    beyond the border). A residual CNN downsamples the height and the width, the height is
     collapsed, a BiLSTM stack reads the columns, and a Dense layer gives logits.
+
+    Batch invariance: every feature map that feeds a convolution is multiplied by a mask of
+    the line's own columns (`ColumnMask`), the BiLSTM reads each line within its own frames
+    (`BidirectionalLSTM`), and frames past a line's own are set to a certain blank
+    (`BlankPadding`). A line's logits on its own frames are therefore the same alone, in a
+    batch with wider lines and padded to any width, and the CTC loss over all frames equals
+    the loss over its own frames.
 
     Output: float32 logits [B, W // downsample, num_classes], class 0 is the CTC blank and
     class i >= 1 is character i of `vhrdata.charset.Charset`. `downsample` is the product of
-    the width strides of the stem and the stages (4 in every preset).
+    the width strides of the stem and the stages (4 in every preset); line b has
+    `widths[b] // downsample` frames of its own (`num_frames`).
 
     Args:
         num_classes: int. Charset size + 1 (the blank).
@@ -58,7 +74,8 @@ class CRNN(keras.Model):
         >>> model = CRNN(num_classes=10, height=32, stem_filters=8, stage_filters=[8, 16],
         ...              stage_blocks=[1, 1], stage_strides=[[2, 2], [2, 1]],
         ...              lstm_units=16, lstm_layers=1)
-        >>> model(np.full((2, 32, 103, 1), 255, "uint8")).shape
+        >>> x = {"images": np.full((2, 32, 103, 1), 255, "uint8"), "widths": np.array([103, 60])}
+        >>> model(x).shape
         (2, 25, 10)
 
     Reference:
@@ -85,8 +102,14 @@ class CRNN(keras.Model):
         cnn_dropout: float = 0.0,
         alphabet: str | None = None,
         preprocessing: dict[str, Any] | None = None,
+        format_version: int = FORMAT_VERSION,
         **kwargs,
     ):
+        if int(format_version) != FORMAT_VERSION:
+            raise ValueError(
+                f"This vhr reads model format {FORMAT_VERSION}; the file is format {format_version}. "
+                f"Received: format_version={format_version}"
+            )
         num_classes = int(num_classes)
         height = int(height)
         stem_filters = int(stem_filters)
@@ -127,18 +150,25 @@ class CRNN(keras.Model):
         # === Layers ===
         crop = CropWidth(downsample, name="crop_width")
         rescale = keras.layers.Rescaling(scale=-1.0 / 255.0, offset=1.0, name="ink")
+        input_mask = ColumnMask(downsample, 1, name="input_mask")
+        stride = 1
         stem = []
         if stem_filters:
+            stride *= stem_strides[1]
             stem = [
                 keras.layers.Conv2D(stem_filters, stem_kernel_size, strides=stem_strides, padding="same",
                                     use_bias=False, kernel_initializer="he_normal", name="stem_conv"),
                 keras.layers.BatchNormalization(name="stem_bn"),
                 keras.layers.ReLU(name="stem_relu"),
             ]
+            stem_mask = ColumnMask(downsample, stride, name="stem_mask")
         blocks = []
-        for i, (filters, count, stride) in enumerate(zip(stage_filters, stage_blocks, stage_strides)):
+        for i, (filters, count, stage_stride) in enumerate(zip(stage_filters, stage_blocks, stage_strides)):
             for j in range(count):
-                blocks.append(ResidualBlock(filters, strides=stride if j == 0 else (1, 1), dropout=cnn_dropout,
+                block_stride = stage_stride if j == 0 else (1, 1)
+                stride *= block_stride[1]
+                blocks.append(ResidualBlock(filters, strides=block_stride, dropout=cnn_dropout,
+                                            mask_downsample=downsample, mask_stride=stride,
                                             name=f"stage{i + 1}_block{j + 1}"))
         channels = stage_filters[-1] if stage_filters else stem_filters
         # [B, rows, T, C] -> [B, T, rows, C] so that reshape keeps one vector per frame.
@@ -151,28 +181,31 @@ class CRNN(keras.Model):
         projection = keras.layers.Dense(int(projection_dim), name="projection") if projection_dim else None
         rnn = []
         for k in range(int(lstm_layers)):
-            rnn.append(keras.layers.Dropout(dropout, name=f"lstm{k + 1}_dropout"))
-            rnn.append(keras.layers.Bidirectional(keras.layers.LSTM(int(lstm_units), return_sequences=True),
-                                                  name=f"bilstm{k + 1}"))
+            rnn.append((keras.layers.Dropout(dropout, name=f"lstm{k + 1}_dropout"),
+                        BidirectionalLSTM(int(lstm_units), downsample=downsample, name=f"bilstm{k + 1}")))
         head_dropout = keras.layers.Dropout(dropout, name="logits_dropout")
         head = keras.layers.Dense(num_classes, name="logits", dtype="float32")
+        blank_padding = BlankPadding(downsample, name="blank_padding", dtype="float32")
 
         # === Functional model ===
         images = keras.Input(shape=(height, None, 1), dtype="uint8", name="images")
-        x = rescale(crop(images))
-        for layer in stem:
-            x = layer(x)
+        widths = keras.Input(shape=(), dtype="int32", name="widths")
+        x = input_mask(rescale(crop(images)), widths)
+        if stem:
+            for layer in stem:
+                x = layer(x)
+            x = stem_mask(x, widths)
         for block in blocks:
-            x = block(x)
+            x = block(x, widths=widths)
         x = to_columns(x)
         for layer in collapse:
             x = layer(x)
         if projection is not None:
             x = projection(x)
-        for layer in rnn:
-            x = layer(x)
-        logits = head(head_dropout(x))
-        super().__init__(inputs=images, outputs=logits, **kwargs)
+        for drop, bilstm in rnn:
+            x = bilstm(drop(x), widths)
+        logits = blank_padding(head(head_dropout(x)), widths)
+        super().__init__(inputs={"images": images, "widths": widths}, outputs=logits, **kwargs)
 
         # === Config ===
         self.num_classes = num_classes
@@ -200,9 +233,9 @@ class CRNN(keras.Model):
 
         return None if self.alphabet is None else Charset(self.alphabet)
 
-    def num_frames(self, width: int) -> int:
-        """Number of output frames for an input of `width` pixels."""
-        return int(width) // self.downsample
+    def num_frames(self, width):
+        """Output frames of a line `width` pixels wide (int or int array)."""
+        return frames_for_width(width, self.downsample)
 
     def get_config(self):
         return {
@@ -224,6 +257,7 @@ class CRNN(keras.Model):
             "cnn_dropout": self.cnn_dropout,
             "alphabet": self.alphabet,
             "preprocessing": self.preprocessing,
+            "format_version": FORMAT_VERSION,
         }
 
     @classmethod

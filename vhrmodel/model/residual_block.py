@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from vhrmodel.model.column_mask import ColumnMask
+
 
 def _pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, int):
@@ -31,6 +33,10 @@ class ResidualBlock(keras.layers.Layer):
         strides: int or (int, int). (height, width) strides of the first convolution and
             of the shortcut.
         dropout: float. Spatial dropout rate after the block; 0 disables it.
+        mask_downsample: int or None. With `mask_stride`, the block takes each line's width
+            (`widths=`) and zeroes the columns past it after each ReLU (`ColumnMask`), so that
+            what the next convolution sees does not depend on the batch. None: no masking.
+        mask_stride: int or None. The width stride of the block's output in the model.
         **kwargs: standard `keras.layers.Layer` arguments such as `name` and `dtype`.
 
     Example:
@@ -45,7 +51,8 @@ class ResidualBlock(keras.layers.Layer):
         (ResNet-D shortcut).
     """
 
-    def __init__(self, filters: int, kernel_size=3, strides=1, dropout: float = 0.0, **kwargs):
+    def __init__(self, filters: int, kernel_size=3, strides=1, dropout: float = 0.0,
+                 mask_downsample: int | None = None, mask_stride: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if int(filters) < 1:
             raise ValueError(f"`filters` must be positive. Received: filters={filters}")
@@ -55,6 +62,13 @@ class ResidualBlock(keras.layers.Layer):
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
         self.dropout = float(dropout)
+        if (mask_downsample is None) != (mask_stride is None):
+            raise ValueError("`mask_downsample` and `mask_stride` go together. "
+                             f"Received: mask_downsample={mask_downsample}, mask_stride={mask_stride}")
+        self.mask_downsample = None if mask_downsample is None else int(mask_downsample)
+        self.mask_stride = None if mask_stride is None else int(mask_stride)
+        self.column_mask = (ColumnMask(self.mask_downsample, self.mask_stride, name="column_mask")
+                            if self.mask_downsample is not None else None)
 
         conv = dict(padding="same", use_bias=False, kernel_initializer="he_normal", dtype=self.dtype_policy)
         self.conv1 = keras.layers.Conv2D(self.filters, self.kernel_size, strides=self.strides, name="conv1", **conv)
@@ -66,7 +80,8 @@ class ResidualBlock(keras.layers.Layer):
         self.shortcut_bn = None
         self.drop = keras.layers.SpatialDropout2D(self.dropout, dtype=self.dtype_policy) if self.dropout else None
 
-    def build(self, input_shape):
+    def build(self, inputs_shape, widths_shape=None):
+        input_shape = inputs_shape
         self.conv1.build(input_shape)
         mid_shape = self.conv1.compute_output_shape(input_shape)
         self.bn1.build(mid_shape)
@@ -90,10 +105,13 @@ class ResidualBlock(keras.layers.Layer):
         if self.drop is not None:
             self.drop.build(mid_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, widths=None, training=None):
+        masked = self.column_mask is not None and widths is not None
         x = self.conv1(inputs)
         x = self.bn1(x, training=training)
         x = keras.ops.relu(x)
+        if masked:
+            x = self.column_mask(x, widths)
         x = self.conv2(x)
         x = self.bn2(x, training=training)
         shortcut = inputs
@@ -104,10 +122,12 @@ class ResidualBlock(keras.layers.Layer):
         x = keras.ops.relu(x + shortcut)
         if self.drop is not None:
             x = self.drop(x, training=training)
+        if masked:
+            x = self.column_mask(x, widths)
         return x
 
-    def compute_output_shape(self, input_shape):
-        return self.conv1.compute_output_shape(input_shape)[:-1] + (self.filters,)
+    def compute_output_shape(self, inputs_shape, widths_shape=None):
+        return self.conv1.compute_output_shape(inputs_shape)[:-1] + (self.filters,)
 
     def get_config(self):
         config = super().get_config()
@@ -116,5 +136,7 @@ class ResidualBlock(keras.layers.Layer):
             kernel_size=list(self.kernel_size),
             strides=list(self.strides),
             dropout=self.dropout,
+            mask_downsample=self.mask_downsample,
+            mask_stride=self.mask_stride,
         )
         return config

@@ -1,0 +1,111 @@
+"""`TrainConfig`: what `vhrmodel.train.train` does, one field per `vhrmodel train` option; and the
+run folder's file names and checks, which the CLI runs before Keras is imported."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vhrmodel.augment import AugmentConfig
+from vhrmodel.errors import TrainingError
+
+# The files of a run folder.
+BEST_MODEL = "model.keras"
+LAST_MODEL = "last.keras"
+HISTORY = "history.csv"
+HISTORY_PLOT = "history.png"
+SUMMARY = "train.json"
+STATE = "state.json"
+CHAR_LM = "charlm.json"
+
+
+@dataclass
+class TrainConfig:
+    """What `train` does; every field has a CLI option of the same name.
+
+    Args:
+        preset: model preset (`vhrmodel.presets.PRESETS`); None with `init_from` keeps that
+            model's architecture, else "small".
+        epochs: last epoch to train (with `resume`, the total, not the number of new epochs).
+        batch_size: lines per batch (per replica when several GPUs are used).
+        lr: initial Adam learning rate.
+        fast: stream preprocessed batches from the LMDB store (the default); False decodes and
+            preprocesses the image files every epoch (`--from-records`, for parity checks).
+        augment: augment training batches (`augment_config`); validation never is.
+        augment_config: augmentation settings; None = `AugmentConfig()` defaults.
+        workers: reader worker processes (fast) or threads (slow) that build batches.
+        seed: shuffling, augmentation and weight-initialisation seed.
+        steps_per_epoch: cap on training steps per epoch (None = the whole split).
+        val_limit: validate on at most this many lines (None = the whole split).
+        early_stopping: epochs without val CER improvement before stopping (0 = never).
+        early_stopping_min_delta: a smaller val CER drop does not count as an improvement.
+        reduce_lr_patience: epochs without val loss improvement before the learning rate is halved.
+        reduce_lr_min_delta: a smaller val loss drop does not count as an improvement.
+        min_lr: lower bound of the learning rate.
+        clipnorm: gradient norm clipping (LSTMs under CTC occasionally spike).
+        bn_momentum: momentum of every BatchNormalization layer's moving statistics during
+            training; None keeps the layers' own (0.99). Short runs (a few hundred steps) need
+            a lower value such as 0.9, or the inference-mode statistics lag the weights and
+            validation looks far worse than training.
+        grid_samples: validation lines drawn in the per-epoch PNG grid (0 = no grid).
+        time_limit: stop after the epoch during which this many seconds of this call have
+            passed (None = no limit); the run can be resumed later.
+        tensorboard: write TensorBoard logs (TensorFlow must be importable).
+        train_split: split to train on (and to take the model's charset from).
+        val_split: split to validate on (chooses the best checkpoint and drives the schedule).
+    """
+
+    preset: str | None = None
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    fast: bool = True
+    augment: bool = True
+    augment_config: AugmentConfig | None = None
+    workers: int = 1
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    val_limit: int | None = None
+    early_stopping: int = 10
+    early_stopping_min_delta: float = 0.0
+    reduce_lr_patience: int = 4
+    reduce_lr_min_delta: float = 1e-4
+    min_lr: float = 1e-5
+    clipnorm: float | None = 5.0
+    bn_momentum: float | None = None
+    grid_samples: int = 8
+    time_limit: float | None = None
+    tensorboard: bool = True
+    train_split: str = "train"
+    val_split: str = "val"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive. Received: lr={self.lr}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0. Received: workers={self.workers}")
+        if self.train_split == self.val_split:
+            raise ValueError(f"train_split and val_split must differ. Received: both {self.train_split!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment_config"] = (self.augment_config or AugmentConfig()).to_dict() if self.augment else None
+        return d
+
+
+def check_run_folder(out_dir: str | Path, resume: bool, init_from: str | Path | None = None) -> None:
+    """Refuse a run folder that does not fit the request, before anything heavy is loaded."""
+    out_dir = Path(out_dir)
+    if resume and init_from is not None:
+        raise TrainingError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
+    if resume and not (out_dir / LAST_MODEL).exists():
+        raise TrainingError(f"nothing to resume in {out_dir}: {LAST_MODEL} is missing; start a run without --resume")
+    if not resume and (out_dir / LAST_MODEL).exists():
+        raise TrainingError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainingError(f"--out {out_dir} is a file; choose a folder")
