@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vhrdata.errors import ImageDecodeError
+from vhrdata.quarantine import Reason
 from vhrdata.preprocess import (
     PAD_VALUE,
     PreprocessSettings,
@@ -135,13 +136,51 @@ def test_undecodable_inputs_raise(tmp_path):
         preprocess_image(tmp_path / "missing.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(ImageDecodeError, match="cannot be decoded"):
+    with pytest.raises(ImageDecodeError, match="not an image") as info:
         preprocess_image(bad)
-    with pytest.raises(ImageDecodeError):
+    assert info.value.reason == Reason.NOT_AN_IMAGE
+    with pytest.raises(ImageDecodeError) as info:
         preprocess_image(b"")
+    assert info.value.reason == Reason.EMPTY_FILE
     with pytest.raises(ImageDecodeError, match="shape"):
         preprocess_image(np.zeros((4, 4, 2), np.uint8))
 
 
 def test_pad_value_is_white():
     assert PAD_VALUE == 255
+
+
+def test_flatten_background_is_off_by_default_and_keeps_old_hashes():
+    old = {"height": 64, "max_width": 2048, "binarize": "none", "crop_margins": False, "normalize_contrast": False}
+    s = PreprocessSettings.from_dict(old)
+    assert s.flatten_background is False
+    assert s.to_dict() == old  # old stores' settings JSON and hash are unchanged
+    on = PreprocessSettings(flatten_background=True)
+    assert on.to_dict()["flatten_background"] is True and on.hash() != s.hash()
+    assert PreprocessSettings.from_json(on.to_json()) == on
+    assert on.diff(s) == ["flatten_background True != False"]
+    assert "--flatten-background" in on.cli_flags() and "--flatten-background" not in s.cli_flags()
+
+
+def test_flatten_background_turns_a_shaded_photo_into_dark_ink_on_white():
+    h, w = 96, 480
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # grey paper, lit from the left, with a shadow band across the lower part
+    paper = 200 - 110 * (xx / w) - 30 * (yy > 0.6 * h)
+    img = paper.copy()
+    ink = np.zeros((h, w), bool)
+    for x0 in range(20, w - 30, 40):  # strokes: vertical bars and a cross bar per "letter"
+        ink[25:70, x0 : x0 + 5] = True
+        ink[45:50, x0 : x0 + 22] = True
+    img[ink] *= 0.35  # ink is darker than its local paper, whatever the light
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    s = PreprocessSettings(height=48, flatten_background=True)
+    out = preprocess_image(img, s)
+    small_ink = cv2.resize(ink.astype(np.uint8), (out.shape[1], out.shape[0]), interpolation=cv2.INTER_AREA) > 0
+    small_paper = cv2.resize((~ink).astype(np.uint8), (out.shape[1], out.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    core_paper = small_paper & ~cv2.dilate(small_ink.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.median(out[core_paper]) >= 245  # near-white background everywhere, shadow included
+    assert np.percentile(out[core_paper], 5) >= 200
+    assert np.median(out[small_ink]) <= 80  # dark ink
+    plain = preprocess_image(img, PreprocessSettings(height=48))
+    assert np.median(plain[core_paper]) < 200  # without flattening the paper stays grey

@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Union
 
 import cv2
 import numpy as np
 
-from vhrdata.errors import ImageDecodeError
+from vhrdata.errors import ImageDecodeError  # noqa: F401  (raised by decode_gray)
+from vhrdata.images import SizeLimits, decode_image
 
 PAD_VALUE = 255
 BINARIZE_MODES = ("none", "otsu", "adaptive")
@@ -35,6 +35,8 @@ class PreprocessSettings:
         binarize: "none", "otsu" (global threshold) or "adaptive" (local Gaussian threshold).
         crop_margins: cut empty margins around the ink before resizing.
         normalize_contrast: stretch the grey levels so ink is black and paper is white.
+        flatten_background: divide by a large-kernel estimate of the background (uneven light,
+            shadows, grey paper), then stretch, so a shaded photo becomes dark ink on white.
 
     Example:
         >>> s = PreprocessSettings(height=48, binarize="otsu")
@@ -47,6 +49,7 @@ class PreprocessSettings:
     binarize: str = "none"
     crop_margins: bool = False
     normalize_contrast: bool = False
+    flatten_background: bool = False
 
     def __post_init__(self):
         if not isinstance(self.height, int) or self.height < 8:
@@ -57,12 +60,27 @@ class PreprocessSettings:
             )
         if self.binarize not in BINARIZE_MODES:
             raise ValueError(f"binarize must be one of {', '.join(BINARIZE_MODES)}. Received: binarize={self.binarize!r}")
-        for name in ("crop_margins", "normalize_contrast"):
+        for name in ("crop_margins", "normalize_contrast", "flatten_background"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool. Received: {name}={getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        # Options added after the first release are written only when on, so settings that do not
+        # use them keep the JSON and hash that stores and models made before them carry.
+        for name, default in _LATER_OPTIONS.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
+    def cli_flags(self) -> str:
+        """The `vhrdata build-lmdb` options that build a store with these settings."""
+        flags = [f"--height {self.height}", f"--max-width {self.max_width}", f"--binarize {self.binarize}"]
+        flags.append("--crop-margins" if self.crop_margins else "--no-crop-margins")
+        flags.append("--normalize-contrast" if self.normalize_contrast else "--no-normalize-contrast")
+        if self.flatten_background:
+            flags.append("--flatten-background")
+        return " ".join(flags)
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, so equal settings give equal text."""
@@ -87,54 +105,26 @@ class PreprocessSettings:
 
     def diff(self, other: "PreprocessSettings") -> list[str]:
         """Human-readable differences, e.g. ["height 48 != 64"]."""
-        a, b = self.to_dict(), other.to_dict()
+        a, b = asdict(self), asdict(other)
         return [f"{k} {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
 
 
-def decode_gray(image: ImageInput) -> np.ndarray:
+# Fields added later, with the value that old settings (without the field) mean.
+_LATER_OPTIONS = {"flatten_background": False}
+
+
+def decode_gray(image: ImageInput, limits: SizeLimits | None = None) -> np.ndarray:
     """Decode a path, encoded bytes or an array to a 2-D uint8 grayscale array.
 
-    Arrays with 3 or 4 channels are taken as RGB(A), as Pillow and Keras deliver them.
+    The one decoder of vhr (`vhrdata.images.decode_image`): EXIF orientation, CMYK, 16-bit,
+    palette and alpha (composited onto white) are handled the same at ingest, build and predict.
+    Arrays are gray, RGB or RGBA — never BGR (convert an OpenCV `imread` result with
+    `cv2.cvtColor(a, cv2.COLOR_BGR2RGB)`, or pass the path).
+
+    Raises:
+        ImageDecodeError: with `.reason` a `vhrdata.quarantine.Reason`.
     """
-    if isinstance(image, np.ndarray):
-        return _array_to_gray(image)
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        buf = np.frombuffer(image, dtype=np.uint8)
-        gray = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
-        if gray is None:
-            raise ImageDecodeError(f"cannot decode {buf.size} bytes as an image")
-        return gray
-    path = os.fspath(image)
-    # IMREAD_GRAYSCALE converts inside the codec, skipping a full-colour intermediate.
-    gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if gray is None:
-        if not Path(path).exists():
-            raise ImageDecodeError(f"{path} does not exist")
-        # cv2.imread cannot open some paths (odd encodings); decode from bytes before giving up.
-        data = np.fromfile(path, dtype=np.uint8)
-        gray = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-        if gray is None:
-            raise ImageDecodeError(f"{path} cannot be decoded as an image")
-    return gray
-
-
-def _array_to_gray(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.floating):
-        scale = 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else 1.0
-        a = np.clip(np.nan_to_num(a) * scale, 0, 255).round().astype(np.uint8)
-    elif a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.ndim == 3 and a.shape[2] in (3, 4):
-        a = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGBA2GRAY if a.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
-    if a.ndim != 2 or a.size == 0:
-        raise ImageDecodeError(f"expected a 2-D image or H×W×(1|3|4) array. Received: shape={a.shape}")
-    return a
+    return decode_image(image, limits)
 
 
 def output_width(height: int, width: int, settings: PreprocessSettings) -> tuple[int, bool]:
@@ -172,6 +162,33 @@ def stretch_contrast(gray: np.ndarray, low_pct: float = 1.0, high_pct: float = 9
     return cv2.LUT(gray, lut)
 
 
+def flatten_background(gray: np.ndarray) -> np.ndarray:
+    """Even out illumination: divide by a large-kernel background estimate, then stretch contrast.
+
+    The background is a morphological close (which removes dark ink strokes narrower than the
+    kernel) followed by a blur, with a kernel of about 3/4 of the line height, computed on a copy
+    shrunk to at most 64 px high (the background varies slowly; this keeps it cheap). Paper maps to
+    white whatever its shade, ink stays dark in proportion to its contrast with the local paper.
+    """
+    h, w = gray.shape
+    if h < 4 or w < 4:
+        return gray
+    scale = min(1.0, 64.0 / h)
+    small = gray if scale == 1.0 else cv2.resize(
+        gray, (max(4, int(round(w * scale))), max(4, int(round(h * scale)))), interpolation=cv2.INTER_AREA
+    )
+    sh = small.shape[0]
+    k = max(3, int(sh * 0.75) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE)
+    bg = cv2.GaussianBlur(bg, (k, k), 0, borderType=cv2.BORDER_REPLICATE)
+    if bg.shape != gray.shape:
+        bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+    flat = gray.astype(np.float32) * 255.0 / np.maximum(bg.astype(np.float32), 1.0)
+    flat = np.clip(flat, 0, 255).astype(np.uint8)
+    return stretch_contrast(flat, low_pct=0.5, high_pct=60.0)
+
+
 def _binarize(gray: np.ndarray, mode: str) -> np.ndarray:
     if mode == "otsu":
         return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
@@ -184,6 +201,8 @@ def _binarize(gray: np.ndarray, mode: str) -> np.ndarray:
 
 def preprocess_gray(gray: np.ndarray, settings: PreprocessSettings) -> tuple[np.ndarray, bool]:
     """`preprocess_image` on an already decoded grayscale array; also says whether the width was capped."""
+    if settings.flatten_background:
+        gray = flatten_background(gray)
     if settings.crop_margins:
         gray = crop_to_ink(gray)
     h, w = gray.shape
