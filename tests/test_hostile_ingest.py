@@ -409,3 +409,12 @@ def test_folder_with_several_manifests_names_them(tmp_path):
     res = cli("ingest", tmp_path / "d", "--out", tmp_path / "out", "--layout", "manifest")
     line = one_line_error(res.output, res.exit_code)
     assert "test.tsv" in line and "train.csv" in line and "give the one" in line
+
+
+def test_csv_quoted_text_over_two_lines_is_quarantined_line_by_line(tmp_path):
+    # Per-line parsing alone would keep '1.jpg,Hà Nội"' as a row; the csv module alone would merge the two.
+    images(tmp_path / "m", "0.jpg", "1.jpg", "2.jpg")
+    (tmp_path / "m" / "list.csv").write_text('path,text\n0.jpg,"Số 12\n1.jpg,Hà Nội"\n2.jpg,Huế\n', encoding="utf-8")
+    n_in, kept, _, by = ingest_ok(tmp_path / "m" / "list.csv", "--out", tmp_path / "out")
+    assert (n_in, kept, by) == (3, 1, {"malformed_line": 2})
+    assert all("runs over lines 2–3" in m for m in messages(tmp_path / "out", "malformed_line"))

@@ -501,6 +501,23 @@ def _split_csv(line: str) -> list[str]:
     return next(csv.reader([line], delimiter=",", strict=True), [""])
 
 
+MAX_QUOTED_SPAN = 20  # lines a stray quote is followed to its closing quote
+
+
+def _quoted_span_end(lines: list[str], start: int) -> int | None:
+    """Index of the last line of a CSV record whose quoted field opens on `lines[start]` and closes on a
+    later line, or None when no such record ends within MAX_QUOTED_SPAN lines."""
+    for end in range(start + 1, min(start + MAX_QUOTED_SPAN, len(lines))):
+        try:
+            rows = list(csv.reader(["\n".join(lines[start:end + 1])], strict=True))
+        except csv.Error as ex:
+            if "unexpected end of data" in str(ex):
+                continue
+            return None
+        return end if len(rows) == 1 else None
+    return None
+
+
 def _read_parquet(src: Path) -> tuple[list[str], list[tuple[str, dict]]]:
     import pandas as pd
 
@@ -539,20 +556,37 @@ def read_manifest(src: Path, limits: ReadLimits = ReadLimits()) -> LayoutReader:
                 columns = []
             body_start = (first + 1) if first is not None else len(lines)
         info["blank_lines"] = sum(1 for ln in lines[:body_start] if not ln.strip())
-        for line_no, line in enumerate(lines[body_start:], body_start + 1):
+        i = body_start
+        while i < len(lines):
+            line, line_no = lines[i], i + 1
             origin = f"{src.name}:{line_no}"
+            i += 1
             if not line.strip():
                 info["blank_lines"] += 1
                 continue
             try:
                 fields = split(line)
             except csv.Error as ex:
-                parsed.append((origin, QuarantineItem(
-                    Reason.MALFORMED_LINE,
-                    f"{origin}: unbalanced quote ({ex}); a quoted text must close on the same line, and a quote "
-                    f"inside it is written twice (\"\"): {line[:80]!r}",
-                    origin=origin, raw_text=line,
-                )))
+                opens = kind == "comma" and "unexpected end of data" in str(ex)
+                end = _quoted_span_end(lines, line_no - 1) if opens else None
+                if end is None:
+                    parsed.append((origin, QuarantineItem(
+                        Reason.MALFORMED_LINE,
+                        f"{origin}: unbalanced quote ({ex}); a quoted text must close on the same line, and a "
+                        f"quote inside it is written twice (\"\"): {line[:80]!r}",
+                        origin=origin, raw_text=line,
+                    )))
+                    continue
+                # A quoted field that runs over several lines: never a text line's label, and joining the
+                # lines would hide a stray quote's merge, so each of its lines is quarantined.
+                for k in range(line_no - 1, end + 1):
+                    parsed.append((f"{src.name}:{k + 1}", QuarantineItem(
+                        Reason.MALFORMED_LINE,
+                        f"{src.name}:{k + 1}: a quoted text runs over lines {line_no}–{end + 1}; a label must be "
+                        f"on one line (check for a stray quote): {lines[k][:80]!r}",
+                        origin=f"{src.name}:{k + 1}", raw_text=lines[k],
+                    )))
+                i = end + 1
                 continue
             if len(fields) != len(columns):
                 quote_hint = (" — a text that contains commas must be quoted: \"Số 12, Phường Hàng Bông\""
