@@ -4,6 +4,10 @@ Prints one JSON object. Lines are synthetic 64 px high strokes of a typical addr
 so the numbers need no dataset. Compare with training throughput (samples/s in train.json):
 augmentation runs in the reader's worker processes and must be many times faster.
 
+`lines_per_s_defaults_with_camera` (the defaults plus every camera effect at p=0.3,
+`AugmentConfig.with_camera()`) is measured in the same run as `lines_per_s_defaults`, and
+`camera_over_defaults` is their ratio.
+
     .venv/bin/python benchmarks/augment.py [--width 900] [--batch 32] [--batches 20]
 """
 
@@ -59,6 +63,8 @@ def main() -> None:
         "batch": args.batch,
         "cpu_count": os.cpu_count(),
         "lines_per_s_defaults": lines_per_second(AugmentConfig(), images, widths, args.batches),
+        "lines_per_s_defaults_with_camera": lines_per_second(AugmentConfig.with_camera(), images, widths,
+                                                             args.batches),
         "lines_per_s_every_transform": lines_per_second(
             AugmentConfig(**{f.name: 1.0 for f in dataclasses.fields(AugmentConfig) if f.name.startswith("p_")}),
             images, widths, args.batches),
@@ -68,6 +74,8 @@ def main() -> None:
         if f.name.startswith("p_"):
             cfg = dataclasses.replace(AugmentConfig.off(), **{f.name: 1.0})
             result["lines_per_s_per_transform"][f.name[2:]] = lines_per_second(cfg, images, widths, args.batches)
+    result["camera_over_defaults"] = round(
+        result["lines_per_s_defaults_with_camera"] / result["lines_per_s_defaults"], 3)
     print(json.dumps(result, indent=2))
 
 

@@ -149,3 +149,57 @@ def test_config_validation_and_dict_round_trip():
 def test_rejects_non_uint8_batches():
     with pytest.raises(ValueError, match="uint8"):
         augment_batch(np.zeros((1, 8, 8), np.float32), np.array([8]), np.random.default_rng(0), AugmentConfig())
+
+
+# --- camera effects ---------------------------------------------------------------------------
+
+CAMERA_FIELDS = ["p_illumination", "p_shadow", "p_ruled", "p_perspective", "p_motion_blur", "p_jpeg"]
+
+
+def test_min_ctc_width_is_the_one_in_vhrdata_ctc():
+    from vhrdata import ctc
+
+    assert min_ctc_width is ctc.min_ctc_width
+
+
+def test_camera_effects_are_off_by_default_and_on_with_camera():
+    default = AugmentConfig()
+    assert all(getattr(default, f) == 0.0 for f in CAMERA_FIELDS)
+    cam = AugmentConfig.with_camera(0.4)
+    assert all(getattr(cam, f) == 0.4 for f in CAMERA_FIELDS)
+    assert AugmentConfig.from_dict(cam.to_dict()) == cam
+    with pytest.raises(ValueError, match="p_jpeg"):
+        AugmentConfig(p_jpeg=2.0)
+    with pytest.raises(ValueError, match="shadow"):
+        AugmentConfig(shadow=(0.5, 0.1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_camera_batches_keep_dtype_height_padding_and_ctc_width(seed):
+    cfg = dataclasses.replace(AugmentConfig.with_camera(1.0), p_stretch=1.0, stretch_range=(0.3, 0.5))
+    images, widths = padded_batch([60, 90, 120])
+    labels = np.array([[1, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                       [4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0]])
+    out, new_widths = augment_batch(images, widths, np.random.default_rng(seed), cfg, labels=labels)
+    assert out.dtype == np.uint8 and out.shape[:2] == images.shape[:2]
+    for i in range(3):
+        assert new_widths[i] >= min_ctc_width(labels[i], cfg.downsample)
+        assert (out[i, :, new_widths[i]:] == PAD_VALUE).all()
+    again, _ = augment_batch(images, widths, np.random.default_rng(seed), cfg, labels=labels)
+    assert np.array_equal(out, again)
+
+
+def test_camera_effects_darken_the_paper():
+    images, widths = padded_batch([200] * 8)
+    cfg = dataclasses.replace(AugmentConfig.off(), p_illumination=1.0)
+    out, _ = augment_batch(images, widths, np.random.default_rng(0), cfg)
+    assert np.median(out) < np.median(images)
+
+
+def test_augment_module_imports_no_keras():
+    import subprocess
+    import sys
+
+    code = "import sys, vhrmodel.augment; print([m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
