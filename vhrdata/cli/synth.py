@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from vhrdata.cli._common import handle_errors
-from vhrdata.synth import DEFAULT_HEIGHT, LAYOUTS, synthesize
+from vhrdata.cli.common import handle_errors
+from vhrdata.synth import CAPTURES, DEFAULT_HEIGHT, FONT_SELECTIONS, LAYOUTS, synthesize
 
 
 @click.command("synth")
@@ -27,20 +27,27 @@ from vhrdata.synth import DEFAULT_HEIGHT, LAYOUTS, synthesize
 @click.option("--font-dir", "font_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Extra folder of .ttf/.otf fonts (e.g. handwriting fonts); repeatable. "
                    "Fonts missing a Vietnamese letter are skipped.")
+@click.option("--fonts", type=click.Choice(FONT_SELECTIONS), default="train", show_default=True,
+              help="Handwriting faces from `make fonts`: train (all but the held-out ones), held-out (the faces "
+                   "kept for the unseen-font test set) or all. Without them, the system fonts (and a warning).")
+@click.option("--capture", type=click.Choice(CAPTURES), default="scanner", show_default=True,
+              help="scanner: white paper; camera: phone-photo paper and light (shadows, ruled lines, blur, JPEG); "
+                   "mix: chosen per line.")
 @click.option("--jpeg-quality", default=90, show_default=True, type=click.IntRange(1, 100),
               help="JPEG quality for the kalapa layout.")
 @click.option("--overwrite", is_flag=True, help="Replace the output of an earlier synth run in OUT.")
 @handle_errors
-def synth(out, lines, writers, seed, layout, workers, height, font_dirs, jpeg_quality, overwrite):
+def synth(out, lines, writers, seed, layout, workers, height, font_dirs, fonts, capture, jpeg_quality, overwrite):
     """Generate synthetic handwritten Vietnamese address lines into OUT.
 
-    Texts come from the project's own word lists (63 provinces, their districts, wards, communes,
-    streets); they are drawn with Vietnamese-complete fonts (DejaVu, plus Noto and Andika when
-    installed), slanted, jittered, warped, blurred and laid on noisy paper. OUT must be empty.
+    Addresses are real province/district/ward triples from vietnamadminunits (the 63-province
+    units before 2025, and some of the 2025 structure), with street names, house numbers and the
+    abbreviations people write. They are drawn in handwriting faces (`make fonts`), varied per
+    writer (size, slant, stroke, baseline, spacing, ink), on scanner or camera paper. OUT must be empty.
 
     \b
     Example:
-        vhrdata synth synth-out --lines 2000 --writers 20 --seed 1
+        vhrdata synth synth-out --lines 2000 --writers 20 --seed 1 --capture mix
         vhrdata synth synth-iam --layout iam --lines 200 --writers 4
         vhrdata ingest synth-out --out records/
     """
@@ -53,7 +60,7 @@ def synth(out, lines, writers, seed, layout, workers, height, font_dirs, jpeg_qu
 
         summary = synthesize(
             out, lines=lines, writers=writers, seed=seed, layout=layout, workers=workers, callback=advance,
-            height=height, font_dirs=font_dirs, jpeg_quality=jpeg_quality, overwrite=overwrite,
+            height=height, fonts=fonts, font_dirs=font_dirs, capture=capture, jpeg_quality=jpeg_quality, overwrite=overwrite,
         )
     forms = f" · {summary['forms']} forms" if summary["forms"] else ""
     click.echo(
