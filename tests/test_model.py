@@ -15,6 +15,13 @@ def white_images(batch, height, width, seed=0):
     return images
 
 
+def inputs(images, widths=None):
+    """The model's x: images and each line's width (default: the full batch width)."""
+    if widths is None:
+        widths = [images.shape[2]] * images.shape[0]
+    return {"images": images, "widths": np.asarray(widths, "int32")}
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_build_and_round_trip_get_config(preset):
     model = build_model(preset, num_classes=12, height=48)
@@ -35,7 +42,7 @@ def test_preset_sizes_are_ordered_and_small_fits_the_cpu_budget():
 @pytest.mark.parametrize("width", [4, 5, 6, 7, 8, 63, 64, 65, 66, 130, 333])
 def test_output_has_width_over_four_frames_for_any_width(width):
     model = build_model("tiny", num_classes=7, height=32)
-    out = model.predict(white_images(2, 32, max(width, 4))[:, :, :width], verbose=0)
+    out = model.predict(inputs(white_images(2, 32, max(width, 4))[:, :, :width]), verbose=0)
     assert out.shape == (2, width // 4, 7)
     assert model.num_frames(width) == width // 4
 
@@ -43,7 +50,7 @@ def test_output_has_width_over_four_frames_for_any_width(width):
 def test_reshape_and_pool_height_reductions_give_same_frame_count():
     for reduction in ("reshape", "max", "mean"):
         model = build_model("tiny", num_classes=5, height=40, height_reduction=reduction)
-        assert model.predict(white_images(1, 40, 50), verbose=0).shape == (1, 12, 5)
+        assert model.predict(inputs(white_images(1, 40, 50)), verbose=0).shape == (1, 12, 5)
 
 
 def test_build_model_takes_classes_and_height_from_charset_and_preprocessing():
@@ -102,7 +109,7 @@ def test_tiny_model_training_decreases_loss():
     images = white_images(8, 32, 96)
     labels = rng.integers(1, 6, size=(8, 6)).astype("int32")
     labels[::2, 4:] = 0  # variable-length labels, 0-padded
-    history = model.fit(images, labels, batch_size=8, epochs=15, verbose=0)
+    history = model.fit(inputs(images), labels, batch_size=8, epochs=15, verbose=0)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0]
@@ -113,14 +120,15 @@ def test_saved_model_reloads_and_predicts_identically(tmp_path):
     model = build_model("tiny", alphabet="abcdè", preprocessing={"height": 32, "max_width": 2048})
     model.compile(optimizer="adam", loss=CTCLoss())
     images = white_images(3, 32, 70, seed=2)
-    model.fit(images, np.array([[1, 2, 0], [3, 0, 0], [5, 4, 1]], "int32"), epochs=1, verbose=0)
+    model.fit(inputs(images, [70, 50, 33]), np.array([[1, 2, 0], [3, 0, 0], [5, 4, 1]], "int32"), epochs=1, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
     assert isinstance(restored, CRNN)
     assert restored.charset.chars == "abcdè"
     assert restored.preprocessing == {"height": 32, "max_width": 2048}
-    np.testing.assert_array_equal(restored.predict(images, verbose=0), model.predict(images, verbose=0))
+    x = inputs(images, [70, 50, 33])
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_strided_block_on_few_channels_trains():

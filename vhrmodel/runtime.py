@@ -64,7 +64,7 @@ class KerasRuntime:
 
         self.model = model
         self.alphabet = model.alphabet
-        self.preprocessing = dict(model.preprocessing)
+        self.preprocessing = dict(model.preprocessing or {})
         self.downsample = int(model.downsample)
         self.height = int(model.height)
         self.backend = keras.backend.backend()
