@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 from vhrmodel_fixtures import TEXTS, build_line_store
 
-from vhrdata.errors import ModelFileError, StoreError
+from vhrdata.batching import pad_images
+from vhrdata.errors import StoreError
 from vhrdata.store import open_store
 from vhrmodel.artifact import load_model, model_settings, read_model_info, save_model
+from vhrmodel.errors import ModelFileError
 from vhrmodel.evaluate import evaluate
+from vhrmodel.inputs import to_keras
 from vhrmodel.metrics import cer
-from vhrmodel.predict import Recognizer, pad_images
+from vhrmodel.predict import Recognizer
 from vhrmodel.presets import build_model
 
 
@@ -37,17 +40,17 @@ def test_predict_prepares_exactly_the_store_tensors(line_store, untrained_model)
     paths = record_paths(line_store)
     assert rec.settings == open_store(line_store).settings
     for sample in open_store(line_store).split("test"):
-        np.testing.assert_array_equal(rec.prepare(paths[sample.id]), sample.image)
-        np.testing.assert_array_equal(rec.prepare(Path(paths[sample.id]).read_bytes()), sample.image)
+        np.testing.assert_array_equal(rec.prepare(paths[sample.id])[0], sample.image)
+        np.testing.assert_array_equal(rec.prepare(Path(paths[sample.id]).read_bytes())[0], sample.image)
 
 
 def test_saved_and_reloaded_model_predicts_identically(line_store, untrained_model, tmp_path):
     first = load_model(untrained_model)
     again = load_model(save_model(first, tmp_path / "copy.keras"))
     images = [s.image for s in open_store(line_store).split("val")][:5]
-    batch, _ = pad_images(images)
-    np.testing.assert_array_equal(np.asarray(first.predict_on_batch(batch[..., None])),
-                                  np.asarray(again.predict_on_batch(batch[..., None])))
+    batch, widths = pad_images(images)
+    x = {"images": batch[..., None], "widths": widths}
+    np.testing.assert_array_equal(np.asarray(first.predict_on_batch(x)), np.asarray(again.predict_on_batch(x)))
     assert again.alphabet == first.alphabet and model_settings(again) == model_settings(first)
 
 
@@ -58,8 +61,24 @@ def test_recognize_keeps_input_order_and_reports_confidence_and_time(line_store,
     several = rec.recognize(paths, batch_size=4)
     assert [p.source for p in several] == paths
     assert all(0.0 < p.confidence <= 1.0 and p.ms > 0 for p in one)
-    alone = [rec.recognize([p])[0].text for p in paths]
-    assert [p.text for p in one] == alone
+    # batch invariance: the same texts and confidences whatever the batch
+    assert [p.text for p in one] == [p.text for p in several]
+    np.testing.assert_allclose([p.confidence for p in one], [p.confidence for p in several], rtol=1e-3, atol=1e-6)
+    for p in one:
+        assert len(p.chars) == len(p.text)
+        assert all(c.x[0] < c.x[1] and 0 <= c.confidence <= 1 for c in p.chars)
+        assert [c.frames[0] for c in p.chars] == sorted(c.frames[0] for c in p.chars)
+
+
+def test_evaluate_reports_exactly_what_predict_returns(line_store, untrained_model, tmp_path):
+    m = evaluate(untrained_model, line_store, tmp_path / "eval", split="test", batch_size=5, worst=0)
+    lines = [json.loads(x) for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    paths = record_paths(line_store)
+    preds = Recognizer(untrained_model).recognize([paths[line["id"]] for line in lines], batch_size=1)
+    assert [line["prediction"] for line in lines] == [p.text for p in preds]
+    assert m["lines"] == len(lines) and m["cer_ci95"][0] <= m["cer"] <= m["cer_ci95"][1]
+    json.loads((tmp_path / "eval" / "metrics.json").read_text())  # valid JSON (no Infinity)
+    assert "Infinity" not in (tmp_path / "eval" / "metrics.json").read_text()
 
 
 def test_evaluate_writes_metrics_report_and_worst_lines(line_store, untrained_model, tmp_path):
@@ -106,11 +125,35 @@ def test_model_without_charset_is_refused(tmp_path):
         Recognizer(tmp_path / "bare.keras")
 
 
+def test_a_damaged_model_file_is_refused_not_loaded_with_other_weights(untrained_model, tmp_path):
+    data = bytearray(untrained_model.read_bytes())
+    with zipfile.ZipFile(untrained_model) as zf:
+        info = zf.getinfo("model.weights.h5")
+    flipped = tmp_path / "flipped.keras"
+    data[info.header_offset + 200] ^= 0xFF  # inside the stored weights
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="damaged|not a readable"):
+        load_model(flipped)
+    # the zip rewritten consistently around damaged weights: CRCs pass, the checksum does not
+    rewritten = tmp_path / "rewritten.keras"
+    with zipfile.ZipFile(untrained_model) as src, zipfile.ZipFile(rewritten, "w") as dst:
+        for item in src.infolist():
+            payload = src.read(item)
+            if item.filename == "model.weights.h5":
+                payload = payload[:-64] + bytes(64)
+            dst.writestr(item, payload)
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(rewritten)
+    (tmp_path / "trunc.keras").write_bytes(untrained_model.read_bytes()[:1000])
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "trunc.keras")
+
+
 def test_unreadable_model_files_are_refused(tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         load_model(tmp_path / "missing.keras")
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
-    with pytest.raises(ModelFileError, match="not a Keras model archive"):
+    with pytest.raises(ModelFileError, match="not a readable Keras model archive"):
         read_model_info(tmp_path / "junk.keras")
     with pytest.raises(ModelFileError, match="is a folder"):
         load_model(tmp_path)
@@ -138,17 +181,17 @@ def test_trained_model_reads_its_lines_from_the_image_files(line_store, trained_
 
 @pytest.mark.slow
 def test_best_model_is_saved_without_optimizer_state(line_store, tmp_path):
-    from vhrmodel.train import FramesCTCLoss, frames_target
+    from vhrmodel.losses import CTCLoss
 
     store = open_store(line_store)
     model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=FramesCTCLoss())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=CTCLoss())
     b = next(store.split("train").batches(4, shuffle=False))
-    model.train_on_batch(b.images[..., None], frames_target(b.widths, b.labels, 4))
+    x, y = to_keras(b)
+    model.train_on_batch(x, y)
     full = save_model(model, tmp_path / "full.keras")
     lean = save_model(model, tmp_path / "lean.keras", include_optimizer=False)
     assert lean.stat().st_size < full.stat().st_size
-    x = b.images[..., None]
     np.testing.assert_array_equal(np.asarray(model.predict_on_batch(x)),
                                   np.asarray(load_model(lean).predict_on_batch(x)))
     assert load_model(full, compile=True).optimizer is not None

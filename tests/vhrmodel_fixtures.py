@@ -44,11 +44,23 @@ def render_line(text: str, path: Path, seed: int = 0, size: int = 26) -> Path:
     return path
 
 
-def write_records_dir(root: Path, texts=TEXTS, val_copies: bool = True, test_copies: bool = True) -> Path:
-    """Render `texts` and write root/records/records.parquet with train (+ val, test copies) splits."""
+def write_records_dir(root: Path, texts=TEXTS, val_copies: bool = True, test_copies: bool = True,
+                      held_out: tuple[str, ...] = ()) -> Path:
+    """Render `texts` and write root/records/records.parquet with train (+ val, test copies) splits.
+
+    `held_out` texts go only into val and test.
+    """
     from vhrdata.records import write_records
 
     rows = []
+    for k, text in enumerate(held_out):
+        path = render_line(text, root / "images" / f"held{k:03d}.png", seed=100 + k)
+        data = path.read_bytes()
+        base = {"source": "manifest", "writer": "held", "path": str(path.resolve()), "text": text, "raw_text": text,
+                "width": Image.open(path).width, "height": Image.open(path).height,
+                "sha1": hashlib.sha1(data).hexdigest(), "origin": f"held:{k}"}
+        rows.append({**base, "id": f"val/held{k:03d}", "split": "val"})
+        rows.append({**base, "id": f"test/held{k:03d}", "split": "test"})
     for i, text in enumerate(texts):
         path = render_line(text, root / "images" / f"line{i:03d}.png", seed=i)
         data = path.read_bytes()
