@@ -111,32 +111,14 @@ class ValidateAndKeepBest(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - t0
 
 
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose counters survive `--resume` (`state()`, `initial_state`).
+class _ResumableCounters:
+    """Keeps a Keras schedule callback's counters across `--resume` (`state()`, `initial_state`).
 
-    Keras resets `wait`, `best` and `cooldown_counter` when training begins, so a resumed run
-    would otherwise wait a full patience again before its first reduction.
+    Keras resets them when training begins, so a resumed run would otherwise wait a full
+    patience again. `COUNTERS` names the int attributes; `best` is kept as a float.
     """
 
-    def __init__(self, *args, initial_state: dict[str, Any] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.initial_state = initial_state
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.initial_state:
-            self.wait = int(self.initial_state.get("wait", 0))
-            self.cooldown_counter = int(self.initial_state.get("cooldown_counter", 0))
-            best = self.initial_state.get("best")
-            self.best = float(best) if best is not None else self.best
-
-    def state(self) -> dict[str, Any]:
-        return {"wait": int(self.wait), "cooldown_counter": int(self.cooldown_counter),
-                "best": float(self.best) if math.isfinite(self.best) else None}
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose patience counter and best value survive `--resume`."""
+    COUNTERS: tuple[str, ...] = ("wait",)
 
     def __init__(self, *args, initial_state: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -144,16 +126,28 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.initial_state:
-            self.wait = int(self.initial_state.get("wait", 0))
-            best = self.initial_state.get("best")
-            if best is not None:
-                self.best = float(best)
-            self.best_epoch = int(self.initial_state.get("best_epoch", 0))
+        saved = self.initial_state or {}
+        for name in self.COUNTERS:
+            if name in saved:
+                setattr(self, name, int(saved[name]))
+        if saved.get("best") is not None:
+            self.best = float(saved["best"])
 
     def state(self) -> dict[str, Any]:
         best = None if self.best is None or not math.isfinite(float(self.best)) else float(self.best)
-        return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
+        return {**{name: int(getattr(self, name)) for name in self.COUNTERS}, "best": best}
+
+
+class ResumableReduceLROnPlateau(_ResumableCounters, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose `wait`, `cooldown_counter` and `best` survive `--resume`."""
+
+    COUNTERS = ("wait", "cooldown_counter")
+
+
+class ResumableEarlyStopping(_ResumableCounters, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose `wait`, `best_epoch` and `best` survive `--resume`."""
+
+    COUNTERS = ("wait", "best_epoch")
 
 
 def write_prediction_grid(path: Path, images: Sequence[np.ndarray], truths: Sequence[str], preds: Sequence[str],
