@@ -6,7 +6,7 @@ import time
 
 import click
 
-from vhrdata.cli._common import LazyProgress, handle_errors
+from vhrdata.cli.common import LazyProgress, handle_errors
 from vhrdata.stats import compute_stats, write_report
 
 

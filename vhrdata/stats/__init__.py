@@ -8,12 +8,11 @@ Example:
 from vhrdata.stats.compute import (
     REPORT_SCHEMA_VERSION,
     DatasetReport,
-    compute_stats,
-    detect_input,
     quarantine_summary,
     records_stats,
     thumbnail_png,
 )
+from vhrdata.stats.report import compute_stats, detect_input
 from vhrdata.stats.render import render_html, render_markdown, write_report
 from vhrdata.stats.store import padding_fraction, store_stats
 

@@ -19,6 +19,7 @@ import pandas as pd
 from vhrdata.errors import RecordsError
 from vhrdata.quarantine import Reason, read_quarantine
 from vhrdata.records import read_records, read_records_meta, records_fingerprint
+from vhrdata.stats.compute import _distribution, quarantine_summary, records_stats, thumbnail_png
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ def store_stats(
     callback=None,
 ):
     """Statistics of a store: see `vhrdata.stats.compute_stats`."""
-    from vhrdata.stats.compute import _distribution, quarantine_summary, records_stats, thumbnail_png
     from vhrdata.ctc import ctc_frames_needed, frames_for_width
     from vhrdata.store import open_store
     from vhrdata.store.disk_format import SHARD_META_FILE, read_json
