@@ -50,7 +50,7 @@ def shard_hashes(index):
 
 def test_round_trip_equals_direct_preprocessing(records, tmp_path):
     settings = PreprocessSettings(height=32, binarize="otsu")
-    result = build_store(records, tmp_path / "store", settings, workers=0)
+    result = build_store(records, tmp_path / "store", settings, workers=1)
     df = read_records(records).set_index("id")
     store = open_store(tmp_path / "store")
     assert store.settings == settings and is_store(tmp_path / "store")
@@ -69,7 +69,7 @@ def test_round_trip_equals_direct_preprocessing(records, tmp_path):
 
 
 def test_index_describes_the_store(records, tmp_path):
-    build_store(records, tmp_path / "store", SETTINGS, workers=0, shards=2)
+    build_store(records, tmp_path / "store", SETTINGS, workers=1, shards=2)
     df = read_records(records)
     index = json.loads((tmp_path / "store" / INDEX_FILE).read_text())
     assert index["schema_version"] == 1 and index["settings_hash"] == SETTINGS.hash()
@@ -103,7 +103,7 @@ def test_record_encoding_round_trips_and_checks_crc():
 
 
 def test_verify_passes_on_a_clean_store(records, tmp_path):
-    build_store(records, tmp_path / "store", SETTINGS, workers=0)
+    build_store(records, tmp_path / "store", SETTINGS, workers=1)
     report = verify_store(tmp_path / "store")
     assert report.ok, report.faults
     assert report.records == 30 and sum(report.splits.values()) == 30
@@ -137,7 +137,7 @@ def _label_offset(value):
 )
 def test_verify_catches_a_flipped_byte_anywhere_in_a_record(records, tmp_path, where):
     store = tmp_path / "store"
-    build_store(records, store, SETTINGS, workers=0)
+    build_store(records, store, SETTINGS, workers=1)
     rel = _flip(store, "train", 3, where)
     report = verify_store(store)
     assert not report.ok
@@ -146,7 +146,7 @@ def test_verify_catches_a_flipped_byte_anywhere_in_a_record(records, tmp_path, w
 
 def test_verify_reports_a_missing_shard_and_an_edited_index(records, tmp_path):
     store = tmp_path / "store"
-    build_store(records, store, SETTINGS, workers=0)
+    build_store(records, store, SETTINGS, workers=1)
     index = json.loads((store / INDEX_FILE).read_text())
     index["counts"]["stored"] += 1
     (store / INDEX_FILE).write_text(json.dumps(index))
@@ -186,7 +186,7 @@ def test_ctc_infeasible_records_are_quarantined_and_counted(tmp_path):
     fits = "abcdefghijklmnopqrst"  # 20 distinct characters: 20 frames
     repeat = "abcdefghijklmnopqrss"  # 20 characters with one repeated pair: 21 frames
     rec = _records_with(tmp_path, [(80, fits), (80, repeat), (80, "ab")])
-    result = build_store(rec, tmp_path / "store", PreprocessSettings(height=32), workers=0)
+    result = build_store(rec, tmp_path / "store", PreprocessSettings(height=32), workers=1)
     assert result.counts == {"in": 3, "stored": 2, "quarantined": 1, "by_reason": {"ctc_infeasible": 1}}
     (item,) = read_quarantine(tmp_path / "store" / "quarantine.jsonl")
     assert (item["id"], item["reason"]) == ("r1", "ctc_infeasible")
@@ -197,8 +197,8 @@ def test_ctc_infeasible_records_are_quarantined_and_counted(tmp_path):
     assert verify_store(tmp_path / "store").ok
     # A smaller downsample makes it fit again; the changed setting is refused without --overwrite.
     with pytest.raises(StoreError, match="downsample"):
-        build_store(rec, tmp_path / "store", PreprocessSettings(height=32), downsample=2, workers=0)
-    again = build_store(rec, tmp_path / "store", PreprocessSettings(height=32), downsample=2, workers=0,
+        build_store(rec, tmp_path / "store", PreprocessSettings(height=32), downsample=2, workers=1)
+    again = build_store(rec, tmp_path / "store", PreprocessSettings(height=32), downsample=2, workers=1,
                         overwrite=True)
     assert again.counts["quarantined"] == 0
 
@@ -207,8 +207,8 @@ def test_missing_and_broken_images_are_quarantined_not_fatal(records, tmp_path):
     df = read_records(records).sort_values("id")
     Path(df["path"].iloc[0]).unlink()
     Path(df["path"].iloc[1]).write_bytes(b"not a png")
-    result = build_store(records, tmp_path / "store", SETTINGS, workers=0)
-    assert result.counts["by_reason"] == {"missing_image": 1, "undecodable_image": 1}
+    result = build_store(records, tmp_path / "store", SETTINGS, workers=1)
+    assert result.counts["by_reason"] == {"missing_image": 1, "not_an_image": 1}
     assert result.counts["stored"] + result.counts["quarantined"] == result.counts["in"] == 30
 
 
@@ -226,7 +226,7 @@ def test_interrupted_build_resumes_and_equals_a_clean_build(records, tmp_path):
             raise Killed()
 
     with pytest.raises(Killed):
-        build_store(records, store, SETTINGS, workers=0, shards=3, callback=die_after_first_shard)
+        build_store(records, store, SETTINGS, workers=1, shards=3, callback=die_after_first_shard)
     finished = sorted(p.relative_to(store).as_posix() for p in store.glob("*/shard-*.lmdb"))
     assert finished == ["train/shard-00000-of-00003.lmdb"]
     with pytest.raises(StoreError, match="has no index.json"):
@@ -237,20 +237,20 @@ def test_interrupted_build_resumes_and_equals_a_clean_build(records, tmp_path):
     (stale / "data.mdb").write_bytes(b"half written")
     inode = os.stat(store / finished[0] / "data.mdb").st_ino
 
-    result = build_store(records, store, SETTINGS, workers=0, shards=3)
+    result = build_store(records, store, SETTINGS, workers=1, shards=3)
     assert result.kept == finished and len(result.built) == 5 and result.index is not None
     assert os.stat(store / finished[0] / "data.mdb").st_ino == inode
     assert not stale.exists()
-    clean = build_store(records, tmp_path / "clean", SETTINGS, workers=0, shards=3)
+    clean = build_store(records, tmp_path / "clean", SETTINGS, workers=1, shards=3)
     assert shard_hashes(result.index) == shard_hashes(clean.index)
     assert all_samples(store) == all_samples(tmp_path / "clean")
     assert verify_store(store).ok
 
 
 def test_rerun_with_same_inputs_keeps_everything(records, tmp_path):
-    first = build_store(records, tmp_path / "store", SETTINGS, workers=0)
+    first = build_store(records, tmp_path / "store", SETTINGS, workers=1)
     stamp = (tmp_path / "store" / INDEX_FILE).stat().st_mtime_ns
-    again = build_store(records, tmp_path / "store", SETTINGS, workers=0)
+    again = build_store(records, tmp_path / "store", SETTINGS, workers=1)
     assert again.built == [] and sorted(again.kept) == sorted(first.built)
     assert again.index == first.index
     assert (tmp_path / "store" / INDEX_FILE).stat().st_mtime_ns == stamp
@@ -258,42 +258,42 @@ def test_rerun_with_same_inputs_keeps_everything(records, tmp_path):
 
 def test_other_settings_are_refused(records, tmp_path):
     store = tmp_path / "store"
-    build_store(records, store, SETTINGS, workers=0)
+    build_store(records, store, SETTINGS, workers=1)
     other = PreprocessSettings(height=48, max_width=512)
     with pytest.raises(StoreError, match=r"height 32 != 48.*--overwrite"):
-        build_store(records, store, other, workers=0)
+        build_store(records, store, other, workers=1)
     with pytest.raises(StoreError, match="other settings"):
         open_store(store, settings=other)
     assert open_store(store, settings=SETTINGS).settings == SETTINGS
-    build_store(records, store, other, workers=0, overwrite=True)
+    build_store(records, store, other, workers=1, overwrite=True)
     assert open_store(store).settings == other
     assert verify_store(store).ok
 
 
 def test_other_records_are_refused(records, tmp_path):
     store = tmp_path / "store"
-    build_store(records, store, SETTINGS, workers=0)
+    build_store(records, store, SETTINGS, workers=1)
     df = read_records(records)
     df.loc[0, "text"] = df.loc[0, "text"] + "x"
     write_records(df, records)
     with pytest.raises(StoreError, match="other records"):
-        build_store(records, store, SETTINGS, workers=0)
+        build_store(records, store, SETTINGS, workers=1)
 
 
 def test_shards_of_a_half_built_store_are_checked_too(records, tmp_path):
     store = tmp_path / "store"
-    build_store(records, store, SETTINGS, workers=0, shards=2, shard_index=0)
+    build_store(records, store, SETTINGS, workers=1, shards=2, shard_index=0)
     with pytest.raises(StoreError, match="other preprocessing settings"):
-        build_store(records, store, PreprocessSettings(height=40), workers=0, shards=2, shard_index=1)
+        build_store(records, store, PreprocessSettings(height=40), workers=1, shards=2, shard_index=1)
     with pytest.raises(StoreError, match="would not write"):
-        build_store(records, store, SETTINGS, workers=0, shards=3)
+        build_store(records, store, SETTINGS, workers=1, shards=3)
 
 
 def test_a_folder_that_is_not_a_store_is_refused(records, tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.tex").write_text("precious")
     with pytest.raises(StoreError, match="does not look like a store"):
-        build_store(records, tmp_path / "busy", SETTINGS, workers=0)
+        build_store(records, tmp_path / "busy", SETTINGS, workers=1)
     with pytest.raises(StoreError, match="does not exist"):
         open_store(tmp_path / "nowhere")
 
@@ -317,22 +317,22 @@ def test_map_grows_from_a_tiny_initial_size(tmp_path):
 
 
 def test_build_with_a_tiny_map_verifies(records, tmp_path):
-    build_store(records, tmp_path / "store", SETTINGS, workers=0, initial_map_size=8192)
+    build_store(records, tmp_path / "store", SETTINGS, workers=1, initial_map_size=8192)
     assert verify_store(tmp_path / "store").ok
 
 
 def test_fanned_out_shards_assemble_into_the_same_store(records, tmp_path):
     fan = tmp_path / "fan"
-    first = build_store(records, fan, SETTINGS, workers=0, shards=2, shard_index=1)
+    first = build_store(records, fan, SETTINGS, workers=1, shards=2, shard_index=1)
     assert first.index is None and first.missing == ["train/shard-00000-of-00002.lmdb", "val/shard-00000-of-00002.lmdb"]
     with pytest.raises(StoreError, match="2 shards are not built yet"):
-        build_store(records, fan, SETTINGS, workers=0, shards=2, assemble_only=True)
-    second = build_store(records, fan, SETTINGS, workers=0, shards=2, shard_index=0)
+        build_store(records, fan, SETTINGS, workers=1, shards=2, assemble_only=True)
+    second = build_store(records, fan, SETTINGS, workers=1, shards=2, shard_index=0)
     assert second.index is not None and second.missing == []
     (fan / INDEX_FILE).unlink()
-    assembled = build_store(records, fan, SETTINGS, workers=0, shards=2, assemble_only=True)
+    assembled = build_store(records, fan, SETTINGS, workers=1, shards=2, assemble_only=True)
     assert assembled.built == []
-    whole = build_store(records, tmp_path / "whole", SETTINGS, workers=0, shards=2)
+    whole = build_store(records, tmp_path / "whole", SETTINGS, workers=1, shards=2)
     assert shard_hashes(assembled.index) == shard_hashes(whole.index)
     assert assembled.index["counts"] == whole.index["counts"]
     assert verify_store(fan).ok
@@ -341,33 +341,33 @@ def test_fanned_out_shards_assemble_into_the_same_store(records, tmp_path):
 def test_worker_processes_build_the_same_store(tmp_path):
     records = tmp_path / "records"
     write_toy_records(records, n=80, heights=(16, 24), widths=(40, 160), seed=3)  # > 1 chunk per worker
-    serial = build_store(records, tmp_path / "serial", SETTINGS, workers=0)
+    serial = build_store(records, tmp_path / "serial", SETTINGS, workers=1)
     parallel = build_store(records, tmp_path / "parallel", SETTINGS, workers=2)
     assert shard_hashes(serial.index) == shard_hashes(parallel.index)
 
 
 def test_progress_callback_reaches_the_total(records, tmp_path):
     seen = []
-    build_store(records, tmp_path / "store", SETTINGS, workers=0, callback=lambda d, t: seen.append((d, t)))
+    build_store(records, tmp_path / "store", SETTINGS, workers=1, callback=lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 30) and seen[-1] == (30, 30)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
 def test_cli_build_then_verify(records, tmp_path):
     store = tmp_path / "store"
-    res = CliRunner().invoke(build_lmdb_cmd, [str(records), "--out", str(store), "--height", "32", "--workers", "0"])
+    res = CliRunner().invoke(build_lmdb_cmd, [str(records), "--out", str(store), "--height", "32", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "in 30 · stored 30 · quarantined 0" in res.output
     assert "index.json" in res.output
     res = CliRunner().invoke(verify_cmd, [str(store)])
     assert res.exit_code == 0 and "ok:" in res.output
-    res = CliRunner().invoke(build_lmdb_cmd, [str(records), "--out", str(store), "--height", "48", "--workers", "0"])
+    res = CliRunner().invoke(build_lmdb_cmd, [str(records), "--out", str(store), "--height", "48", "--workers", "1"])
     assert res.exit_code == 1 and "--overwrite" in res.output and "Traceback" not in res.output
 
 
 def test_cli_verify_names_shard_and_key_and_fails(records, tmp_path):
     store = tmp_path / "store"
-    build_store(records, store, PreprocessSettings(height=32), workers=0)
+    build_store(records, store, PreprocessSettings(height=32), workers=1)
     rel = _flip(store, "val", 1, lambda v: HEADER_SIZE + 7)
     res = CliRunner().invoke(verify_cmd, [str(store)])
     assert res.exit_code == 1
@@ -376,12 +376,12 @@ def test_cli_verify_names_shard_and_key_and_fails(records, tmp_path):
 
 def test_cli_fan_out_options(records, tmp_path):
     store = tmp_path / "store"
-    res = CliRunner().invoke(build_lmdb_cmd, [str(records), "--out", str(store), "--shard-index", "0", "--workers", "0"])
+    res = CliRunner().invoke(build_lmdb_cmd, [str(records), "--out", str(store), "--shard-index", "0", "--workers", "1"])
     assert res.exit_code == 2 and "--shards N" in res.output
     for i in (0, 1):
         res = CliRunner().invoke(
             build_lmdb_cmd, [str(records), "--out", str(store), "--num-shards", "2", "--shard-index", str(i),
-                             "--height", "32", "--workers", "0"],
+                             "--height", "32", "--workers", "1"],
         )
         assert res.exit_code == 0, res.output
     assert "still missing" not in res.output and "wrote" in res.output

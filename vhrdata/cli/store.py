@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vhrdata.cli._common import LazyProgress, handle_errors
+from vhrdata.cli.common import LazyProgress, handle_errors
 from vhrdata.preprocess import BINARIZE_MODES, PreprocessSettings
 from vhrdata.store import build_store, verify_store
 from vhrdata.store.writer import DEFAULT_DOWNSAMPLE
@@ -34,6 +34,9 @@ def _parse_shards(value: str) -> int | str:
               help="Cut empty margins around the ink before resizing.")
 @click.option("--normalize-contrast/--no-normalize-contrast", default=False, show_default=True,
               help="Stretch grey levels so ink is black and paper white.")
+@click.option("--flatten-background/--no-flatten-background", default=False, show_default=True,
+              help="Divide by a large-kernel background estimate, then stretch: shaded or grey photos "
+                   "become dark ink on white.")
 @click.option("--downsample", type=int, default=DEFAULT_DOWNSAMPLE, show_default=True,
               help="The model's width downsampling; lines whose label needs more CTC frames are quarantined.")
 @click.option("--shards", "--num-shards", "shards", default="auto", show_default=True,
@@ -41,18 +44,21 @@ def _parse_shards(value: str) -> int | str:
 @click.option("--shard-index", type=int, default=None,
               help="Build only shard I of every split (fan-out over machines; needs --shards N).")
 @click.option("--assemble-only", is_flag=True, help="Build nothing; write index.json from finished shards.")
-@click.option("--workers", type=int, default=None,
-              help="Preprocessing processes [default: one per core; 0: none, work in this process].")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Preprocessing processes: 0 = one per core (as in ingest), 1 = work in this process.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store (or, with --shard-index, that shard) first.")
 @handle_errors
-def build_lmdb_cmd(records, out, height, max_width, binarize, crop_margins, normalize_contrast, downsample, shards,
-                   shard_index, assemble_only, workers, overwrite):
+def build_lmdb_cmd(records, out, height, max_width, binarize, crop_margins, normalize_contrast, flatten_background,
+                   downsample, shards, shard_index, assemble_only, workers, overwrite):
     """Preprocess split records once into a sharded LMDB store.
 
     Writes OUT/index.json (settings and their hash, alphabet, counts, histograms, shard hashes),
     OUT/<split>/shard-NNNNN-of-MMMMM.lmdb/ and OUT/quarantine.jsonl (lines refused, e.g.
-    ctc_infeasible). Rerunning resumes: finished shards are kept. A store of other settings or
-    records is refused unless --overwrite is given.
+    ctc_infeasible, undecodable_image, label_too_long, build_failed). Rerunning resumes: finished
+    shards are kept. A store of other settings or records is refused unless --overwrite is given;
+    --overwrite builds beside the old store and swaps it in at the end, so a failed rebuild (a
+    full disk) leaves the old store intact. A second build into the same store is refused
+    ("store locked by pid N").
 
     Example:
 
@@ -64,7 +70,8 @@ def build_lmdb_cmd(records, out, height, max_width, binarize, crop_margins, norm
     """
     try:
         settings = PreprocessSettings(height=height, max_width=max_width, binarize=binarize,
-                                      crop_margins=crop_margins, normalize_contrast=normalize_contrast)
+                                      crop_margins=crop_margins, normalize_contrast=normalize_contrast,
+                                      flatten_background=flatten_background)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
     n_shards = _parse_shards(shards)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import threading
@@ -36,6 +37,7 @@ INDEX_FILE = "index.json"
 SHARD_META_FILE = "shard.json"
 WIDTHS_FILE = "widths.npy"
 QUARANTINE_FILE = "quarantine.jsonl"
+BUILD_LOCK_FILE = ".build.lock"
 SPLIT_ORDER = ("train", "val", "test")
 
 RECORD_VERSION = 1
@@ -53,6 +55,21 @@ def shard_name(index: int, count: int) -> str:
 
 def shard_relpath(split: str, index: int, count: int) -> str:
     return f"{split}/{shard_name(index, count)}"
+
+
+_SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.lmdb$")
+
+
+def rebuild_hint(shard_dir: str | Path) -> str:
+    """How to replace one damaged shard: re-copy it, or rebuild just that shard."""
+    shard_dir = Path(shard_dir)
+    store = shard_dir.parent.parent
+    m = _SHARD_NAME.match(shard_dir.name)
+    if not m:
+        return f"re-copy the store, or rebuild it with `vhrdata build-lmdb RECORDS --out {store} --overwrite`"
+    i, n = int(m.group(1)), int(m.group(2))
+    return (f"re-copy {shard_dir.parent.name}/{shard_dir.name} from a good copy, or rebuild it with "
+            f"`vhrdata build-lmdb RECORDS --out {store} --shards {n} --shard-index {i} --overwrite`")
 
 
 def record_key(position: int) -> bytes:
@@ -104,6 +121,26 @@ def decode_record(value, *, check_crc: bool = False) -> RecordView:
     return RecordView(image, text, rec_id, writer)
 
 
+def check_record(value) -> tuple:
+    """The unpacked header of a record value, after checking its length and CRC32; ValueError if damaged.
+
+    Touches no byte outside the value's own length, and the length is checked against the header
+    before the CRC reads the whole value.
+    """
+    n = len(value)
+    if n < HEADER_SIZE:
+        raise ValueError(f"record is {n} bytes, shorter than its {HEADER_SIZE}-byte header")
+    head = HEADER.unpack_from(value)
+    crc, version, _, h, w, tl, il, wl = head
+    if n != HEADER_SIZE + h * w + tl + il + wl:
+        raise ValueError(f"record is {n} bytes, its header says {HEADER_SIZE + h * w + tl + il + wl}")
+    if zlib.crc32(memoryview(value)[4:]) != crc:
+        raise ValueError("CRC32 mismatch")
+    if version != RECORD_VERSION:
+        raise ValueError(f"record version {version}, expected {RECORD_VERSION}")
+    return head
+
+
 def record_crc_ok(value) -> bool:
     """True when the stored CRC32 matches the bytes after it."""
     if len(value) < 4:
@@ -151,8 +188,16 @@ def read_index(store: str | Path) -> dict[str, Any]:
     if not store.exists():
         raise StoreError(f"{store} does not exist; build it with `vhrdata build-lmdb RECORDS --out {store}`")
     if not path.exists():
-        hint = "the build has not finished (run `vhrdata build-lmdb` again to resume)"
-        if any(store.glob("*/shard-*.lmdb")):
+        if not store.is_dir():
+            raise StoreError(f"{store} is a file, not a store folder")
+        shards = any(store.glob("*/shard-*.lmdb")) or any(store.glob("*/.shard-*.tmp-*"))
+        if not shards and not (store / BUILD_LOCK_FILE).exists():
+            raise StoreError(
+                f"{store} is not a vhr store (it has no {INDEX_FILE} and no shards); "
+                f"build one with `vhrdata build-lmdb RECORDS --out {store}`"
+            )
+        hint = "the build has not finished (run the same `vhrdata build-lmdb` again to resume)"
+        if shards:
             hint += ", or assemble fanned-out shards with `vhrdata build-lmdb ... --assemble-only`"
         raise StoreError(f"{store} has no {INDEX_FILE}: {hint}")
     index = read_json(path)
@@ -191,6 +236,86 @@ def open_env(path: str | Path, *, readahead: bool = False) -> lmdb.Environment:
         return _open_env_locked(Path(path), readahead)
 
 
+LMDB_MAGIC = 0xBEEFC0DE
+# Offsets in an LMDB meta page (64-bit build): page header 16 bytes, then MDB_meta.
+_META_MAGIC, _META_PSIZE, _META_MAIN_ROOT, _META_LAST_PG, _META_TXNID = 16, 40, 128, 136, 144
+DATA_FILE = "data.mdb"
+
+
+def lmdb_required_bytes(data_path: str | Path) -> tuple[int, int]:
+    """(bytes the LMDB header says the file needs, actual file size) of a data.mdb.
+
+    Reads the two meta pages with plain reads (no mapping), takes the newer valid one, and
+    returns (last page number + 1) × page size. Raises ValueError for a damaged header.
+    """
+    fd = os.open(data_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        first = os.pread(fd, 4096, 0)
+        if len(first) < 152:
+            raise ValueError(f"data.mdb is {size} bytes, too short to hold an LMDB header")
+        psize = struct.unpack_from("<I", first, _META_PSIZE)[0]
+        if psize < 512 or psize > 65536 or psize & (psize - 1):
+            raise ValueError(f"the LMDB header names a page size of {psize} bytes")
+        metas = []
+        for pg in (0, 1):
+            page = first if pg == 0 else os.pread(fd, 152, psize)
+            if len(page) < 152:
+                continue
+            magic, version = struct.unpack_from("<II", page, _META_MAGIC)
+            if magic != LMDB_MAGIC or version != 1:
+                continue
+            root, last, txnid = struct.unpack_from("<QQQ", page, _META_MAIN_ROOT)
+            metas.append((txnid, last, root))
+        if not metas:
+            raise ValueError("neither LMDB meta page is valid (no magic number)")
+        for txnid, last, root in metas:
+            if last < 1 or last > (1 << 40) or (root != 0xFFFFFFFFFFFFFFFF and not 2 <= root <= last):
+                raise ValueError(f"an LMDB meta page is damaged (last page {last}, root page {root})")
+        _, last, _ = max(metas)
+        return (last + 1) * psize, size
+    finally:
+        os.close(fd)
+
+
+def check_shard_file(shard_dir: str | Path, expected_bytes: int | None = None) -> None:
+    """Refuse a shard whose data.mdb is shorter than its LMDB header (or shard.json) says.
+
+    Mapping a truncated file and reading past its end kills the process with SIGBUS; this
+    check runs before any shard is mapped. Raises StoreError naming the shard and the fix.
+    """
+    shard_dir = Path(shard_dir)
+    data = shard_dir / DATA_FILE
+    where = f"shard {shard_dir}"
+    try:
+        need, size = lmdb_required_bytes(data)
+    except FileNotFoundError:
+        raise StoreError(f"{where} is missing its {DATA_FILE}; {rebuild_hint(shard_dir)}") from None
+    except ValueError as ex:
+        raise StoreError(f"{where}: {DATA_FILE} has a damaged header ({ex}); {rebuild_hint(shard_dir)}") from None
+    except OSError as ex:
+        raise StoreError(f"{where}: cannot read {DATA_FILE} ({ex.strerror or ex})") from None
+    if size < need:
+        raise StoreError(
+            f"{where}: {DATA_FILE} is truncated ({size:,} bytes, its LMDB header needs {need:,}; "
+            f"a broken copy?); {rebuild_hint(shard_dir)}"
+        )
+    if expected_bytes is not None and size != expected_bytes:
+        raise StoreError(
+            f"{where}: {DATA_FILE} is {size:,} bytes, {SHARD_META_FILE} says {expected_bytes:,} "
+            f"(truncated or replaced); {rebuild_hint(shard_dir)}"
+        )
+
+
+def _expected_data_bytes(shard_dir: Path) -> int | None:
+    try:
+        with open(shard_dir / SHARD_META_FILE, encoding="utf-8") as f:
+            value = json.load(f).get("data_bytes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 def _open_env_locked(path: Path, readahead: bool) -> lmdb.Environment:
     global _ENVS_PID
     if os.getpid() != _ENVS_PID:
@@ -208,6 +333,7 @@ def _open_env_locked(path: Path, readahead: bool) -> lmdb.Environment:
         raise StoreError(f"shard {path} is missing its data.mdb") from None
     env = _ENVS.get(key)
     if env is None:
+        check_shard_file(path, _expected_data_bytes(path))
         try:
             env = lmdb.open(
                 str(path), readonly=True, lock=False, readahead=readahead, subdir=True, create=False, max_readers=2048

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -116,6 +117,12 @@ class Store:
         """A Charset of the store's full alphabet (every split)."""
         return Charset(self.alphabet)
 
+    def split_alphabet(self, name: str) -> str:
+        """Sorted characters of one split's labels (the model's charset comes from "train")."""
+        if name not in self.index["splits"]:
+            raise StoreError(f"{self.path} has no {name!r} split; it has {', '.join(self.splits) or 'none'}")
+        return self.index["splits"][name]["alphabet"]
+
     def split(self, name: str) -> "SplitDataset":
         """The records of one split."""
         if name not in self.index["splits"]:
@@ -152,9 +159,14 @@ def open_store(path: str | Path, *, settings: PreprocessSettings | None = None) 
     if stored.hash() != index.get("settings_hash"):
         raise StoreError(f"{path}/index.json: the settings do not match their hash; the index was edited or is corrupt")
     if settings is not None and settings != stored:
+        build = index.get("build", {})
+        records = build.get("records") or "RECORDS"
+        downsample = build.get("downsample")
+        flags = settings.cli_flags() + (f" --downsample {downsample}" if downsample else "")
         raise StoreError(
-            f"{path} was preprocessed with other settings ({'; '.join(stored.diff(settings))}); "
-            "rebuild it with `vhrdata build-lmdb --overwrite` or use matching settings"
+            f"{path} was preprocessed with other settings ({'; '.join(stored.diff(settings))}); rebuild a "
+            f"matching store with `vhrdata build-lmdb {records} --out {path} {flags} --overwrite` "
+            "(or --out a new folder)"
         )
     identity = index.get("build", {}).get("identity")
     for split, info in index["splits"].items():
@@ -249,14 +261,27 @@ class SplitDataset:
         s, local = self._locate(int(i))
         value = self._get_txns()[s].get(disk_format.record_key(local))
         if value is None:
-            raise StoreError(f"shard {self._shard_dirs[s]} has no key {local:09d}; run `vhrdata verify`")
-        return _sample(value)
+            raise StoreError(f"shard {self._shard_dirs[s]} has no key {local:09d}; run `vhrdata verify {self.store.path}`")
+        return self._checked_sample(value, s, local)
+
+    def _damaged(self, s: int, key: int, why: str) -> StoreError:
+        return StoreError(
+            f"shard {self._shard_dirs[s]} key {key:09d}: the record is damaged ({why}); run "
+            f"`vhrdata verify {self.store.path}` to list every fault, then {disk_format.rebuild_hint(self._shard_dirs[s])}"
+        )
+
+    def _checked_sample(self, value, s: int, key: int) -> Sample:
+        try:
+            disk_format.check_record(value)
+            return _sample(value)
+        except (ValueError, UnicodeDecodeError) as ex:
+            raise self._damaged(s, key, str(ex)) from None
 
     def __iter__(self) -> Iterator[Sample]:
         txns = self._get_txns()
-        for txn in txns:
-            for _, value in txn.cursor():
-                yield _sample(value)
+        for s, txn in enumerate(txns):
+            for n, (_, value) in enumerate(txn.cursor()):
+                yield self._checked_sample(value, s, n)
 
     def charset(self) -> Charset:
         return self.store.charset()
@@ -336,16 +361,26 @@ class SplitDataset:
         ids: list[str] = []
         unpack = HEADER.unpack_from
         frombuffer = np.frombuffer
+        crc32 = zlib.crc32
         gets = [t.get for t in txns]
         for s, k in zip(shard.tolist(), local):
             value = gets[s](b"%09d" % k)
             if value is None:
-                raise StoreError(f"shard {self._shard_dirs[s]} has no key {k:09d}; run `vhrdata verify`")
-            _, _, _, rh, rw, tl, il, _ = unpack(value)
+                raise StoreError(f"shard {self._shard_dirs[s]} has no key {k:09d}; run `vhrdata verify {self.store.path}`")
+            n = len(value)
+            if n < HEADER_SIZE:
+                raise self._damaged(s, k, f"{n} bytes, shorter than the record header")
+            crc, _, _, rh, rw, tl, il, wl = unpack(value)
             end = HEADER_SIZE + rh * rw
+            # Length first (so the CRC never reads past the record), then the CRC over all of it.
+            if n != end + tl + il + wl or crc32(value[4:]) != crc or rh != h:
+                raise self._damaged(s, k, "CRC32 mismatch" if n == end + tl + il + wl else "length mismatch")
             views.append(frombuffer(value, np.uint8, rh * rw, HEADER_SIZE).reshape(rh, rw))
-            texts.append(str(value[end : end + tl], "utf-8"))
-            ids.append(str(value[end + tl : end + tl + il], "utf-8"))
+            try:
+                texts.append(str(value[end : end + tl], "utf-8"))
+                ids.append(str(value[end + tl : end + tl + il], "utf-8"))
+            except UnicodeDecodeError as ex:
+                raise self._damaged(s, k, str(ex)) from None
         if b:
             pad_images(views, out=images)
         labels, lengths = encoder(texts)

@@ -95,8 +95,12 @@ def verify_store(
         for entry in info.get("shards", []):
             rel = entry["path"]
             report.shards += 1
-            n, shard_chars, reasons = _verify_shard(path, rel, entry, identity, height, faults, report,
-                                                    max_faults_per_shard, callback, done, total)
+            try:
+                n, shard_chars, reasons = _verify_shard(path, rel, entry, identity, height, faults, report,
+                                                        max_faults_per_shard, callback, done, total)
+            except Exception as ex:  # noqa: BLE001 - verify reports, it never crashes
+                faults.append(f"shard {rel}: unreadable ({type(ex).__name__}: {ex})")
+                n, shard_chars, reasons = 0, set(), Counter()
             split_count += n
             done += n
             chars |= shard_chars
@@ -189,9 +193,9 @@ def _verify_shard(
                 else:
                     h, w = rec.image.shape
                     if height is not None and h != height:
-                        fault(f"shard {rel} key {key.decode()}: image height {h}, the settings say {height}")
+                        fault(f"shard {rel} key {key.decode(errors='replace')}: image height {h}, the settings say {height}")
                     if widths is not None and (n >= len(widths) or widths[n] != w):
-                        fault(f"shard {rel} key {key.decode()}: width {w} differs from {WIDTHS_FILE}")
+                        fault(f"shard {rel} key {key.decode(errors='replace')}: width {w} differs from {WIDTHS_FILE}")
                     chars.update(rec.text)
                     report.image_bytes += h * w
                 n += 1
@@ -202,6 +206,8 @@ def _verify_shard(
         faults.append(f"shard {rel}: LMDB error{where}: {ex}")
     except StoreError as ex:
         faults.append(f"shard {rel}: {ex}")
+    except (UnicodeDecodeError, ValueError, struct.error) as ex:
+        faults.append(f"shard {rel}: unreadable after key {last_key!r}: {ex}")
     report.records += n
     if n != count:
         faults.append(f"shard {rel}: {n} records, index.json says {count}")

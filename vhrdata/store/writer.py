@@ -8,18 +8,28 @@ assembled once every shard exists.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import struct
+import sys
+import threading
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds are not locked
+    fcntl = None
 
 import lmdb
 import numpy as np
@@ -27,7 +37,8 @@ import pandas as pd
 
 from vhrdata import __version__
 from vhrdata.errors import ImageDecodeError, StoreError
-from vhrdata.preprocess import PreprocessSettings, decode_gray, preprocess_gray
+from vhrdata.images import SizeLimits, decode_image
+from vhrdata.preprocess import PreprocessSettings, preprocess_gray
 from vhrdata.quarantine import QuarantineItem, Reason, write_quarantine
 from vhrdata.records import SPLITS, read_records, records_fingerprint
 from vhrdata.store import disk_format
@@ -38,6 +49,8 @@ from vhrdata.store.disk_format import (
     INDEX_FILE,
     QUARANTINE_FILE,
     SCHEMA_VERSION,
+    BUILD_LOCK_FILE,
+    DATA_FILE,
     SHARD_META_FILE,
     WIDTHS_FILE,
     encode_record,
@@ -58,6 +71,8 @@ DEFAULT_INITIAL_MAP_SIZE = 64 << 20
 AUTO_SHARD_BYTES = 512 << 20
 WIDTH_BIN = 32
 CHUNK_RECORDS = 32
+# A record stores label, id and writer with 16-bit lengths.
+MAX_LABEL_BYTES = 0xFFFF
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -186,6 +201,7 @@ class ShardWriter:
         widths = np.asarray(self._widths, dtype=np.int32)
         np.save(self.tmp / WIDTHS_FILE, widths, allow_pickle=False)
         meta = {
+            "data_bytes": os.path.getsize(self.tmp / DATA_FILE),
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
             **self.meta,
@@ -255,53 +271,107 @@ class _Row:
     raw_text: str | None
 
 
-def _worker_init() -> None:
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when `parent` does, even after kill -9 or the OOM killer."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:  # fallback where prctl is unavailable (macOS) or was not inherited
+        while True:
+            threading.Event().wait(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="vhr-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent: int | None = None) -> None:
     import cv2
 
+    _die_with_parent(os.getppid() if parent is None else parent)
     # Parallelism comes from the process pool; OpenCV threads would only fight over the cores.
     cv2.setNumThreads(1)
 
 
-def _process_rows(settings_json: str, downsample: int, rows: Sequence[_Row]) -> list[tuple]:
-    """Preprocess and encode a chunk. Returns ("ok", value, capped) or ("q", reason, message) per row."""
+def _process_row(row: _Row, settings: PreprocessSettings, downsample: int, limits: SizeLimits) -> tuple:
+    text_bytes = len(row.text.encode("utf-8"))
+    if text_bytes > MAX_LABEL_BYTES:
+        return ("q", Reason.LABEL_TOO_LONG.value,
+                f"label is {text_bytes:,} bytes of UTF-8, over the store's limit of {MAX_LABEL_BYTES:,}")
+    try:
+        gray = decode_image(row.path, limits)
+    except ImageDecodeError as ex:
+        return ("q", getattr(ex, "reason", Reason.UNDECODABLE_IMAGE).value, str(ex))
+    image, capped = preprocess_gray(gray, settings)
+    frames = frames_for_width(image.shape[1], downsample)
+    needed = ctc_frames_needed(row.text)
+    if needed > frames:
+        repeats = needed - len(row.text)
+        return (
+            "q",
+            Reason.CTC_INFEASIBLE.value,
+            f"label needs {needed} CTC frames ({len(row.text)} characters + {repeats} repeated pairs) but the "
+            f"preprocessed image is {image.shape[1]} px wide{' (squeezed to max_width)' if capped else ''}, "
+            f"giving {frames} frames at downsample {downsample}; check the label or the crop, or build with a "
+            f"smaller --downsample or a larger {'--max-width' if capped else '--height'}",
+        )
+    return ("ok", encode_record(image, row.text, row.id, row.writer), capped)
+
+
+def _process_rows(settings_json: str, downsample: int, rows: Sequence[_Row], limits: SizeLimits | None = None) -> list[tuple]:
+    """Preprocess and encode a chunk. Returns ("ok", value, capped) or ("q", reason, message) per row.
+
+    Never raises for one record: anything unexpected (an OpenCV error, an encoding limit) quarantines
+    that record as build_failed with the exception text, and the rest of the chunk goes on.
+    """
     settings = PreprocessSettings.from_json(settings_json)
+    limits = limits or SizeLimits()
     out: list[tuple] = []
     for row in rows:
         try:
-            gray = decode_gray(row.path)
-            image, capped = preprocess_gray(gray, settings)
-        except ImageDecodeError as ex:
-            reason = Reason.MISSING_IMAGE if not os.path.exists(row.path) else Reason.UNDECODABLE_IMAGE
-            out.append(("q", reason.value, str(ex)))
-            continue
-        frames = frames_for_width(image.shape[1], downsample)
-        needed = ctc_frames_needed(row.text)
-        if needed > frames:
-            repeats = needed - len(row.text)
-            out.append((
-                "q",
-                Reason.CTC_INFEASIBLE.value,
-                f"label needs {needed} CTC frames ({len(row.text)} characters + {repeats} repeated pairs) but the "
-                f"preprocessed image is {image.shape[1]} px wide{' (squeezed to max_width)' if capped else ''}, "
-                f"giving {frames} frames at downsample {downsample}; check the label or the crop, or build with a "
-                f"smaller --downsample or a larger {'--max-width' if capped else '--height'}",
-            ))
-            continue
-        out.append(("ok", encode_record(image, row.text, row.id, row.writer), capped))
+            out.append(_process_row(row, settings, downsample, limits))
+        except MemoryError:
+            raise
+        except Exception as ex:  # noqa: BLE001 - one bad record must not abort the build
+            detail = " ".join(f"{type(ex).__name__}: {ex}".split())[:500]
+            out.append(("q", Reason.BUILD_FAILED.value, f"preprocessing failed: {detail}"))
     return out
 
 
 def _map_chunks(
-    settings_json: str, downsample: int, chunks: Iterable[list[_Row]], workers: int
+    settings_json: str, downsample: int, chunks: Iterable[list[_Row]], workers: int, limits: SizeLimits | None = None
 ) -> Iterator[list[tuple]]:
-    """Results of `_process_rows` per chunk, in order; at most a few chunks in flight per worker."""
-    if workers <= 0:
+    """Results of `_process_rows` per chunk, in order; at most a few chunks in flight per worker.
+
+    `workers` <= 1 works in this process. Worker processes die with this one (see `_die_with_parent`).
+    """
+    if workers <= 1:
         for chunk in chunks:
-            yield _process_rows(settings_json, downsample, chunk)
+            yield _process_rows(settings_json, downsample, chunk, limits)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=process_context(), initializer=_worker_init)
+    ctx = process_context()
+    # With fork the workers' parent is this process; with forkserver it is the server, which
+    # itself exits when this process dies.
+    parent = os.getpid() if ctx.get_start_method() == "fork" else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(parent,))
     try:
-        yield from ordered_map(_process_rows, ((settings_json, downsample, c) for c in chunks), pool, ahead=3 * workers)
+        yield from ordered_map(
+            _process_rows, ((settings_json, downsample, c, limits) for c in chunks), pool, ahead=3 * workers
+        )
+    except BrokenProcessPool:
+        raise StoreError(
+            "a preprocessing worker process died (out of memory, or killed); run the same command again "
+            "to resume, with fewer --workers if memory is short"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -413,7 +483,20 @@ def _describe_mismatch(where: str, old: dict[str, Any], new: dict[str, Any], old
         reasons.append(f"another downsample ({old.get('downsample')} != {new['downsample']})")
     if old.get("schema_version") != new["schema_version"]:
         reasons.append(f"store schema version {old.get('schema_version')}")
-    return f"{where} was built with {', '.join(reasons) or 'other inputs'}"
+    text = f"{where} was built with {', '.join(reasons) or 'other inputs'}"
+    try:
+        old_flags = PreprocessSettings.from_dict(old_settings or {}).cli_flags()
+    except (TypeError, ValueError):
+        old_flags = None
+    if old_flags and old.get("records_fingerprint") == new["records_fingerprint"]:
+        text += (f"; to resume it, run the build with its own flags: `vhrdata build-lmdb RECORDS --out {_store_of(where)} "
+                 f"{old_flags} --downsample {old.get('downsample')}`")
+    return text
+
+
+def _store_of(where: str) -> str:
+    p = Path(where)
+    return str(p.parent.parent) if p.name.startswith("shard-") else str(p)
 
 
 def _existing_shards(out: Path) -> list[Path]:
@@ -422,7 +505,8 @@ def _existing_shards(out: Path) -> list[Path]:
 
 def _check_existing(out: Path, plans: list[_ShardPlan], identity: dict, settings: PreprocessSettings) -> None:
     """Refuse to mix: every finished shard and index.json must come from the same inputs and plan."""
-    fix = "rebuild with --overwrite, or build into another --out folder"
+    fix = (f"or replace it with `vhrdata build-lmdb RECORDS --out {out} {settings.cli_flags()} --overwrite`, "
+           "or build into another --out folder")
     index_path = out / INDEX_FILE
     if index_path.exists():
         index = disk_format.read_json(index_path)
@@ -488,6 +572,7 @@ def build_store(
     assemble_only: bool = False,
     initial_map_size: int = DEFAULT_INITIAL_MAP_SIZE,
     callback: ProgressCallback | None = None,
+    limits: SizeLimits | None = None,
 ) -> BuildResult:
     """Preprocess every record once and write them into a sharded LMDB store.
 
@@ -498,18 +583,21 @@ def build_store(
         downsample: the model's width downsampling factor, for the CTC feasibility check.
         shards: shards per split, or "auto" (about 512 MiB of images per shard).
         shard_index: build only this shard of every split (fan-out); needs an integer `shards`.
-        workers: preprocessing processes; None = one per available core, 0 = in this process.
+        workers: preprocessing processes; None or 0 = one per available core, 1 = in this process.
         overwrite: delete an existing store (or, with `shard_index`, that shard) and rebuild.
         assemble_only: build nothing, only assemble index.json from finished shards.
         initial_map_size: first LMDB map size per shard; it grows by itself.
         callback: called as `callback(done, total)` with record counts while building.
+        limits: image size limits checked from each header before decoding; defaults to the limits
+            ingest used (from its ingest.json), else `SizeLimits()`.
 
     Returns:
         A BuildResult; its `index` is None while fanned-out shards are still missing.
 
     Raises:
         StoreError: the folder holds a store of other settings or records (without `overwrite`),
-            or is not a store, or (with `assemble_only`) shards are missing.
+            or is not a store, or (with `assemble_only`) shards are missing, or another build holds
+            the store's lock, or the disk is full or failing (the previous store is left intact).
         RecordsError: the records cannot be read or have no split column.
 
     Example:
@@ -528,7 +616,9 @@ def build_store(
             raise ValueError("building one shard alone needs an explicit shard count (shards=N), not 'auto'")
         if not 0 <= shard_index < shards:
             raise ValueError(f"shard_index must be in [0, {shards}). Received: shard_index={shard_index}")
-    if workers is None:
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be 0 (one per core), 1 (this process) or more. Received: workers={workers}")
+    if not workers:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     if isinstance(records, pd.DataFrame):
@@ -547,7 +637,30 @@ def build_store(
         raise StoreError("the records are empty; nothing to build")
 
     _check_out_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise _write_error(ex, out) from None
+    limits = limits or _ingest_limits(records_dir)
+    args = (df, len(df), records_dir, settings, identity, plans, downsample, shards, shard_index, workers,
+            assemble_only, initial_map_size, callback, limits)
+    with _BuildLock(out, shard_index):
+        try:
+            if overwrite and not assemble_only and shard_index is None:
+                _remove_stale_staging(out)
+                if (out / INDEX_FILE).exists() or _existing_shards(out):
+                    return _rebuild_staged(out, args)
+            return _build_locked(out, overwrite, *args)
+        except (OSError, lmdb.Error) as ex:
+            raise _write_error(ex, out) from None
+
+
+def _build_locked(
+    out: Path, overwrite: bool, df: pd.DataFrame, num_records: int, records_dir: str | None,
+    settings: PreprocessSettings, identity: dict, plans: list, downsample: int, shards: int | str,
+    shard_index: int | None, workers: int, assemble_only: bool, initial_map_size: int,
+    callback: ProgressCallback | None, limits: SizeLimits,
+) -> BuildResult:
     if overwrite and not assemble_only:
         _clear(out, shard_index)
     _check_existing(out, plans, identity, settings)
@@ -564,14 +677,14 @@ def build_store(
     if todo:
         # A store is complete only with index.json; take it away before anything changes.
         (out / INDEX_FILE).unlink(missing_ok=True)
-        _build_shards(out, todo, settings, downsample, workers, base_meta, initial_map_size, callback)
+        _build_shards(out, todo, settings, downsample, workers, base_meta, initial_map_size, callback, limits)
 
     missing = [p.relpath for p in plans if not (out / p.relpath / SHARD_META_FILE).exists()]
     index = None
     if not missing and not todo and (out / INDEX_FILE).exists():
         index = disk_format.read_json(out / INDEX_FILE)  # up to date; its identity was checked above
     elif not missing:
-        index = _assemble(out, plans, identity, settings, downsample, len(df), records_dir, shards)
+        index = _assemble(out, plans, identity, settings, downsample, num_records, records_dir, shards)
     elif assemble_only:
         raise StoreError(
             f"cannot assemble {out}: {len(missing)} shards are not built yet ({', '.join(missing[:4])}"
@@ -585,6 +698,117 @@ def build_store(
     )
 
 
+def _rebuild_staged(out: Path, args: tuple) -> BuildResult:
+    """--overwrite of a whole store: build beside the old one, then swap, so a failure keeps the old store."""
+    staging = out / f".rebuild-{socket.gethostname()}-{os.getpid()}"
+    replaced = out / f".replaced-{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        result = _build_locked(staging, False, *args)
+        if result.index is None:  # cannot happen for a whole build; keep the old store then
+            raise StoreError(f"the rebuild of {out} did not finish; the old store is unchanged")
+        replaced.mkdir()
+        # index.json leaves first and comes back last: in between the folder is "not finished".
+        for name in (INDEX_FILE, QUARANTINE_FILE, *SPLITS):
+            if (out / name).exists():
+                for shard in (out / name).glob("shard-*.lmdb") if name in SPLITS else ():
+                    disk_format.forget_env(shard)
+                os.replace(out / name, replaced / name)
+        for name in (*SPLITS, QUARANTINE_FILE, INDEX_FILE):
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+        _fsync_dir(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
+    result.store = out
+    return result
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of killed --overwrite runs (only called while holding the exclusive lock)."""
+    for p in list(out.glob(".rebuild-*")) + list(out.glob(".replaced-*")):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _ingest_limits(records_dir: str | None) -> SizeLimits:
+    """The image size limits ingest applied to these records (so build accepts what ingest kept)."""
+    if records_dir:
+        try:
+            from vhrdata.ingest import read_ingest_report
+
+            raw = read_ingest_report(records_dir).get("settings", {}).get("limits")
+            if isinstance(raw, dict):
+                return SizeLimits(**raw)
+        except Exception:  # noqa: BLE001 - an unreadable ingest.json only means default limits
+            pass
+    return SizeLimits()
+
+
+def _write_error(ex: BaseException, out: Path) -> StoreError:
+    """One clear message for a write that failed (full disk, I/O error, permissions)."""
+    code = getattr(ex, "errno", None)
+    text = str(ex)
+    keep = "finished shards and any previous store are kept; run the same command again to resume"
+    if code == errno.ENOSPC or "No space left" in text:
+        return StoreError(f"cannot write {out}: no space left on device; free some space (or choose another "
+                          f"--out) — {keep}")
+    if code == errno.EIO or "Input/output error" in text:
+        return StoreError(f"cannot write {out}: input/output error (a failing disk or lost network share) — {keep}")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(f"cannot write {out}: {getattr(ex, 'strerror', None) or text}")
+    return StoreError(f"cannot write {out}: {type(ex).__name__}: {text} — {keep}")
+
+
+class _BuildLock:
+    """An fcntl lock file in the store folder: one whole build at a time, or several fanned-out shards.
+
+    A whole build takes the lock exclusively; `--shard-index` jobs share it, each also holding its
+    own shard's lock. The kernel drops the locks when a process dies, kill -9 included.
+    """
+
+    def __init__(self, out: Path, shard_index: int | None):
+        self.out = out
+        self.shard_index = shard_index
+        self.fds: list[int] = []
+
+    def _take(self, path: Path, mode: int, what: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            os.close(fd)
+            who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder else "another process"
+            raise StoreError(
+                f"{self.out}: store locked by {who} (another `vhrdata build-lmdb` is writing {what}); "
+                "wait for it to finish or stop it, then run again"
+            ) from None
+        self.fds.append(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+
+    def __enter__(self) -> "_BuildLock":
+        if fcntl is None:
+            return self
+        try:
+            if self.shard_index is None:
+                self._take(self.out / BUILD_LOCK_FILE, fcntl.LOCK_EX, "it")
+            else:
+                self._take(self.out / BUILD_LOCK_FILE, fcntl.LOCK_SH, "its shards")
+                self._take(self.out / f".build-shard-{self.shard_index:05d}.lock", fcntl.LOCK_EX,
+                           f"shard {self.shard_index}")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+
 def _build_shards(
     out: Path,
     todo: list[_ShardPlan],
@@ -594,6 +818,7 @@ def _build_shards(
     base_meta: dict,
     initial_map_size: int,
     callback: ProgressCallback | None,
+    limits: SizeLimits | None = None,
 ) -> None:
     total = sum(len(p.rows) for p in todo)
     done = 0
@@ -604,9 +829,10 @@ def _build_shards(
         for stale in (out / p.split).glob(f".{shard_name(p.index, p.count)}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
     chunks = [(p, p.rows[i : i + CHUNK_RECORDS]) for p in todo for i in range(0, max(len(p.rows), 1), CHUNK_RECORDS)]
-    if workers > 0 and total <= CHUNK_RECORDS:
-        workers = 0  # starting processes costs more than the work
-    results = _map_chunks(settings.to_json(), downsample, (rows for _, rows in chunks), min(workers, len(chunks)))
+    if total <= CHUNK_RECORDS:
+        workers = 1  # starting processes costs more than the work
+    results = _map_chunks(settings.to_json(), downsample, (rows for _, rows in chunks), min(workers, len(chunks)),
+                          limits)
     writer: ShardWriter | None = None
     try:
         for (plan, rows), result in zip(chunks, results):
@@ -687,6 +913,7 @@ def _assemble(
             shard_entries.append({
                 "path": p.relpath, "count": m["count"], "first": offset, "sha256": m["sha256"],
                 "widths_sha256": m["widths_sha256"], "image_bytes": m["image_bytes"],
+                **({"data_bytes": m["data_bytes"]} if "data_bytes" in m else {}),
             })
             offset += m["count"]
         counts = _sum_counts(metas)
