@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,9 +31,9 @@ from vhrdata.raw_formats import is_inside
 from vhrdata.records import read_records
 from vhrdata.text import clean_text
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ_RAW = settings(FUZZ, max_examples=100)
+FUZZ_RAW = settings(FUZZ, max_examples=200)
 # Duplicate images are kept so that each row's own label can be checked: all rows share a few images.
 NO_DEDUPE = IngestSettings(dedupe_images=False, workers=1)
 
@@ -58,10 +59,12 @@ hostile_text = st.lists(st.sampled_from(WORDS) | st.sampled_from(HOSTILE_CHARS) 
                         max_size=16).map("".join)
 one_line_text = hostile_text.map(lambda t: t.replace("\r", "").replace("\n", ""))
 tsv_text = one_line_text.map(lambda t: t.replace("\t", " "))
-good_path = st.sampled_from(["img/0.png", "img/1.png", "img/link.png"])
-hostile_path = good_path | good_path | st.sampled_from(["img/0.png", "img/1.png", "img/missing.png", "../x.png", "/etc/hostname",
-                                "img/../img/1.png", "img", "", " img/0.png", "img/0.png\x00", "img\\1.png",
-                                "img/link.png", "img/dev.png"]) | one_line_text
+# Fixed paths three times in four: good ones, a symlink inside, one to /dev/zero, a FIFO, paths that leave
+# the dataset (the image ../x.png and ../../x.png exists outside it), and malformed ones.
+FIXED_PATHS = ["img/0.png", "img/1.png", "img/link.png", "img/0.png", "img/1.png", "img/missing.png", "../x.png",
+               "../../x.png", "/etc/hostname", "img/../img/1.png", "img", "", " img/0.png", "img/0.png\x00",
+               "img\\1.png", "img/dev.png", "img/fifo.png", "img/out.png"]
+hostile_path = st.one_of(*[st.sampled_from(FIXED_PATHS)] * 3, one_line_text)
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-be-bom", "cp1258"]
 line_end = st.sampled_from(["\n", "\r\n", "\r"])
 
@@ -80,14 +83,17 @@ raw_bytes = st.lists(
 ).map(b"".join)
 
 
-def dataset(root: Path) -> Path:
-    """A folder with two images, a symlink inside, a symlink to a device and one image outside."""
+def dataset(root: Path, outside: Path) -> Path:
+    """`root/img/` with two images, a symlink inside, a symlink to a device, a FIFO and a symlink to
+    `outside/x.png`, an image outside the dataset."""
     (root / "img").mkdir(parents=True)
     for name in ("0.png", "1.png"):
         (root / "img" / name).write_bytes(png_bytes())
     (root / "img" / "link.png").symlink_to(root / "img" / "0.png")
     (root / "img" / "dev.png").symlink_to("/dev/zero")
-    (root.parent / "x.png").write_bytes(png_bytes())
+    os.mkfifo(root / "img" / "fifo.png")
+    (outside / "x.png").write_bytes(png_bytes())
+    (root / "img" / "out.png").symlink_to(outside / "x.png")
     return root
 
 
@@ -120,7 +126,7 @@ def run(src: Path, out: Path, ingest_settings: IngestSettings = NO_DEDUPE):
 def test_kalapa_annotation_labels_survive(rows, encoding, eol):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
         src = Path(d) / "src"
-        dataset(src / "images")
+        dataset(src / "images", Path(d))
         (src / "annotations").mkdir()
         lines = [f"{p}\t{t}" for p, t in rows]
         (src / "annotations" / "w1.txt").write_bytes(encode(eol.join(lines) + eol, encoding))
@@ -139,7 +145,7 @@ def test_kalapa_annotation_labels_survive(rows, encoding, eol):
 def test_kalapa_annotation_random_bytes(data):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
         src = Path(d) / "src"
-        dataset(src / "images")
+        dataset(src / "images", Path(d))
         (src / "annotations").mkdir()
         (src / "annotations" / "w1.txt").write_bytes(data)
         run(src, Path(d) / "out")
@@ -152,7 +158,7 @@ def test_kalapa_annotation_random_bytes(data):
 @given(texts=st.lists(hostile_text, max_size=8), encoding=st.sampled_from(ENCODINGS), eol=line_end)
 def test_csv_manifest_written_by_csv_module_is_never_mangled(texts, encoding, eol):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
-        root = dataset(Path(d) / "m")
+        root = dataset(Path(d) / "m", Path(d))
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator=eol)
         w.writerow(["path", "text", "id"])
@@ -172,7 +178,7 @@ def test_csv_manifest_written_by_csv_module_is_never_mangled(texts, encoding, eo
        encoding=st.sampled_from(ENCODINGS), eol=line_end, suffix=st.sampled_from([".tsv", ".txt"]))
 def test_tsv_manifest_quotes_are_text(rows, header, encoding, eol, suffix):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
-        root = dataset(Path(d) / "m")
+        root = dataset(Path(d) / "m", Path(d))
         lines = (["path\ttext"] if header else []) + [f"{p}\t{t}" for p, t in rows]
         (root / f"list{suffix}").write_bytes(encode(eol.join(lines) + eol, encoding))
         got = run(root / f"list{suffix}", Path(d) / "out")
@@ -188,7 +194,7 @@ def test_tsv_manifest_quotes_are_text(rows, header, encoding, eol, suffix):
 @given(data=raw_bytes, suffix=st.sampled_from([".csv", ".tsv", ".txt"]))
 def test_manifest_random_bytes(data, suffix):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
-        root = dataset(Path(d) / "m")
+        root = dataset(Path(d) / "m", Path(d))
         (root / f"list{suffix}").write_bytes(b"path,text\n" + data if suffix == ".csv" else data)
         run(root / f"list{suffix}", Path(d) / "out")
 
@@ -207,7 +213,7 @@ json_value = st.recursive(
        encoding=st.sampled_from(ENCODINGS))
 def test_labels_json_values(pairs, encoding):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
-        root = dataset(Path(d) / "cin")
+        root = dataset(Path(d) / "cin", Path(d))
         body = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
         (root / "labels.json").write_bytes(encode(body, encoding))
         got = run(root, Path(d) / "out")
@@ -231,6 +237,6 @@ def test_labels_json_values(pairs, encoding):
 @given(data=raw_bytes)
 def test_labels_json_random_bytes(data):
     with tempfile.TemporaryDirectory(prefix="vhr-fuzz-") as d:
-        root = dataset(Path(d) / "cin")
+        root = dataset(Path(d) / "cin", Path(d))
         (root / "labels.json").write_bytes(data)
         run(root, Path(d) / "out")

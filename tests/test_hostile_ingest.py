@@ -46,8 +46,8 @@ def cli(*args) -> "click.testing.Result":  # noqa: F821
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    if isinstance(res.exception, Hung):
-        raise res.exception
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception  # the real CLI would print this as a traceback
     return res
 
 
@@ -138,7 +138,8 @@ def test_csv_row_with_more_fields_than_header_is_quarantined_not_cut(tmp_path):
 def test_tsv_quote_is_text_and_never_merges_rows(tmp_path):
     names = [f"{i}.jpg" for i in range(5)]
     images(tmp_path / "m", *names)
-    texts = ["Số 1", 'Nhà "Bông Sen', "Số 3", "Số 4", 'Số "5"']
+    # A quote opening a field is where a CSV parser starts a quoted text and swallows the rows after it.
+    texts = ["Số 1", '"Bông Sen', "Số 3", "Số 4", '"5" Số']
     body = "".join(f"{n}\t{t}\n" for n, t in zip(names, texts))
     (tmp_path / "m" / "list.tsv").write_text("path\ttext\n" + body, encoding="utf-8")
     n_in, kept, n_q, _ = ingest_ok(tmp_path / "m" / "list.tsv", "--out", tmp_path / "out")
