@@ -276,3 +276,44 @@ def test_manifest_short_row_is_quarantined(tmp_path):
     result = ingest(root / "list.csv", tmp_path / "out")
     assert (result.kept, result.by_reason) == (1, {"malformed_line": 1})
     assert "list.csv:3" in read_quarantine(tmp_path / "out")[0]["message"]
+
+
+def test_allow_outside_setting_and_byte_cap(tmp_path):
+    write_line_image(tmp_path / "outside.jpg", seed=7)
+    src = make_kalapa(tmp_path / "src", writers=("w1",), per_writer=2)
+    with open(src / "annotations" / "w1.txt", "a", encoding="utf-8") as f:
+        f.write("../../outside.jpg\tSố 7\n\n\n")
+    result = ingest(src, tmp_path / "a")
+    assert (result.kept, result.by_reason, result.info["blank_lines"]) == (2, {"path_outside_dataset": 1}, 2)
+    assert ingest(src, tmp_path / "b", IngestSettings(allow_outside=True)).kept == 3
+    assert all((src / "images" / "w1" / f"{i}.jpg").stat().st_size > 300 for i in range(2))
+    result = ingest(src, tmp_path / "c", IngestSettings(allow_outside=True, max_file_bytes=300))
+    assert result.by_reason == {"file_too_large": 3}
+    # the annotation file itself is capped too: it stands for its lines as one quarantined item
+    result = ingest(src, tmp_path / "d", IngestSettings(max_file_bytes=100))
+    assert result.by_reason == {"file_too_large": 1}
+    assert "w1.txt" in read_quarantine(tmp_path / "d")[0]["message"]
+    with pytest.raises(ValueError, match="max_file_bytes"):
+        IngestSettings(max_file_bytes=0)
+
+
+def test_report_names_the_files_it_describes(tmp_path):
+    from vhrdata.ingest import verify_output
+
+    src = make_kalapa(tmp_path / "src", writers=("w1",), per_writer=2)
+    ingest(src, tmp_path / "out")
+    verify_output(tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    (tmp_path / "out" / "quarantine.jsonl").write_text('{"reason": "empty_label"}\n', encoding="utf-8")
+    with pytest.raises(RecordsError, match="quarantine.jsonl is not the file ingest.json describes"):
+        verify_output(tmp_path / "out")
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path):
+    src = make_kalapa(tmp_path / "src", writers=("w1",), per_writer=1)
+    dead = 999_999_999  # above any pid_max, so no process has it
+    (tmp_path / "out" / f".ingest-tmp-{dead}").mkdir(parents=True)
+    (tmp_path / "out" / f".ingest-tmp-{dead}" / "records.parquet").write_bytes(b"half")
+    ingest(src, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ingest.json", "quarantine.jsonl",
+                                                                   "records.parquet"]

@@ -56,3 +56,13 @@ def test_diacritic_helpers():
     assert [tone_of(c) for c in "aàáảãạb"] == ["ngang", "huyền", "sắc", "hỏi", "ngã", "nặng", None]
     assert vowel_diacritic_of("ấ") == "â" and vowel_diacritic_of("Ợ") == "ơ"
     assert vowel_diacritic_of("đ") == "đ" and vowel_diacritic_of("á") is None
+
+
+@pytest.mark.parametrize("text,visible", [
+    ("\u0301\u0303", False), ("\u200b\u200d\ufeff", False), (" \u3000\u2028", False), ("", False),
+    ("a", True), ("\u0301a", True), (".", True), ("1", True), ("₫", True),
+])
+def test_has_visible_text(text, visible):
+    from vhrdata.text import has_visible_text
+
+    assert has_visible_text(text) is visible

@@ -173,6 +173,7 @@ def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], repo
     """
     tmp = out / f"{TMP_PREFIX}{os.getpid()}"
     what = "the temporary folder"
+    _remove_dead_leftovers(out)
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -204,6 +205,17 @@ def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], repo
             "re-run ingest"
         ) from None
     return by_reason
+
+
+def _remove_dead_leftovers(out: Path) -> None:
+    """Remove temporary folders of killed ingest runs; a live run's folder is left alone."""
+    for p in out.glob(f"{TMP_PREFIX}*"):
+        try:
+            os.kill(int(p.name[len(TMP_PREFIX):]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 def verify_output(directory: str | Path) -> None:
