@@ -25,8 +25,9 @@ model.compile(optimizer="adam", loss=CTCLoss())
 images = np.full((4, 32, 61, 1), 255, np.uint8)
 images[:, 8:24, :50] = np.random.default_rng(0).integers(0, 256, (4, 16, 50, 1))
 labels = np.array([[1, 2, 3], [4, 5, 0], [2, 0, 0], [3, 3, 1]], np.int32)
-loss = model.train_on_batch(images, labels)
-logits = model.predict(images, verbose=0)
+x = {"images": images, "widths": np.array([61, 50, 40, 61], np.int32)}
+loss = model.train_on_batch(x, labels)
+logits = model.predict(x, verbose=0)
 print(json.dumps({"backend": keras.backend.backend(), "loss": float(loss), "shape": list(logits.shape),
                   "texts": len(ctc_greedy_decode(logits, model.charset))}))
 """

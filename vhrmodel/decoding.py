@@ -407,7 +407,7 @@ def ctc_char_spans(log_probs: np.ndarray, ids: Sequence[int]) -> list[tuple[int,
     s = end
     for t in range(t_max - 1, -1, -1):
         states[t] = s
-        s -= back[t, s]
+        s -= int(back[t, s])
     spans = []
     for k, char_id in enumerate(ids):
         frames = np.nonzero(states == 2 * k + 1)[0]
