@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 # The tests that use ../shared/data/cinnamon-0916 (they also run in `make test` when it is present).
 test-real: $(STAMP)
