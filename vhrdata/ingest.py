@@ -351,14 +351,14 @@ def _check_images(paths: list[str], settings: IngestSettings, callback) -> list[
     if workers <= 1 or total < 64:
         results = []
         for i, p in enumerate(paths):
-            results.append(check_image(p, settings.limits))
+            results.append(check_image(p, settings.limits, max_bytes=settings.max_file_bytes))
             if callback:
                 callback(i + 1, total)
         return results
     # Threads, not processes: the work is file reads and Pillow decodes, which release the GIL.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = []
-        for i, r in enumerate(pool.map(lambda p: check_image(p, settings.limits), paths, chunksize=1)):
+        for i, r in enumerate(pool.map(lambda p: check_image(p, settings.limits, max_bytes=settings.max_file_bytes), paths, chunksize=1)):
             results.append(r)
             if callback and ((i + 1) % 64 == 0 or i + 1 == total):
                 callback(i + 1, total)
