@@ -8,6 +8,7 @@ output as it was.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -358,7 +359,8 @@ def _check_images(paths: list[str], settings: IngestSettings, callback) -> list[
     # Threads, not processes: the work is file reads and Pillow decodes, which release the GIL.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = []
-        for i, r in enumerate(pool.map(lambda p: check_image(p, settings.limits, max_bytes=settings.max_file_bytes), paths, chunksize=1)):
+        check = functools.partial(check_image, limits=settings.limits, max_bytes=settings.max_file_bytes)
+        for i, r in enumerate(pool.map(check, paths, chunksize=1)):
             results.append(r)
             if callback and ((i + 1) % 64 == 0 or i + 1 == total):
                 callback(i + 1, total)
