@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from vhrdata.errors import ImageDecodeError
 from vhrdata.images import SizeLimits, check_image_bytes, decode_image
@@ -156,12 +162,6 @@ def create_app(recognizer, settings: ServeSettings | None = None, source: str | 
         settings: limits, batching and the optional bearer token.
         source: the model path (for the source hash of a .keras model in `/v1/model`).
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse
-    from fastapi.staticfiles import StaticFiles
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import ClientDisconnect
-
     from vhrmodel import __version__
 
     settings = settings or ServeSettings()
@@ -215,8 +215,6 @@ def create_app(recognizer, settings: ServeSettings | None = None, source: str | 
         return b"".join(chunks)
 
     async def uploaded_images(request: Request) -> list[tuple[str, bytes]]:
-        from starlette.datastructures import UploadFile
-
         body = await read_body(request)
         ctype = request.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/form-data"):
