@@ -46,6 +46,8 @@ def test_train_writes_a_run(line_store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" in result.output and "val CER" in result.output
     assert f"wrote {out}/model.keras" in result.output
+    assert f"{out}/history.png" in result.output
+    assert "tensorboard --logdir" not in result.output  # --no-tensorboard
     summary = json.loads((out / "train.json").read_text())
     assert summary["preset"] == "tiny" and summary["epochs_run"] == 1
     again = run("train", "--store", line_store, "--out", out, "--fast", "--preset", "tiny")
@@ -108,7 +110,79 @@ def test_predict_prints_text_and_json(model_file, image_paths):
     assert as_json.exit_code == 0
     rows = [json.loads(line) for line in as_json.output.splitlines()]
     assert [r["path"] for r in rows] == image_paths[:3]
-    assert all(set(r) == {"path", "text", "confidence", "ms"} and r["ms"] > 0 for r in rows)
+    assert all(set(r) == {"path", "text", "confidence", "ms", "chars", "error"} and r["ms"] > 0 for r in rows)
+    assert all(r["error"] is None and "".join(c["char"] for c in r["chars"]) == r["text"] for r in rows)
+    assert all(0 < c["confidence"] <= 1 and c["x"][0] < c["x"][1] for r in rows for c in r["chars"])
+
+
+def test_predict_reads_folders_and_quoted_globs_in_sorted_order(model_file, image_paths, tmp_path):
+    import shutil
+
+    folder = tmp_path / "lines"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.png", "sub/c.png"):
+        shutil.copy(image_paths[0], folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    by_folder = run("predict", "--model", model_file, folder)
+    assert by_folder.exit_code == 0, by_folder.output
+    assert [line.split("\t")[0] for line in by_folder.output.splitlines()] == [str(folder / "a.png"), str(folder / "b.png")]
+    recursive = run("predict", "--model", model_file, "-r", folder)
+    assert [line.split("\t")[0] for line in recursive.output.splitlines()] == [
+        str(folder / "a.png"), str(folder / "b.png"), str(folder / "sub" / "c.png")]
+    by_glob = run("predict", "--model", model_file, str(folder / "*.png"), folder / "a.png")
+    assert by_glob.exit_code == 0, by_glob.output
+    assert [line.split("\t")[0] for line in by_glob.output.splitlines()] == [str(folder / "a.png"), str(folder / "b.png")]
+
+
+def test_predict_reports_a_bad_file_reads_the_rest_and_fails_at_the_end(model_file, image_paths, tmp_path):
+    import csv
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    truncated = tmp_path / "truncated.png"
+    data = open(image_paths[1], "rb").read()
+    truncated.write_bytes(data[: len(data) // 2])
+    args = [image_paths[0], bad, truncated, tmp_path / "missing.png", image_paths[2]]
+    result = CliRunner().invoke(main, ["predict", "--model", str(model_file), *map(str, args)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    stdout = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in stdout] == [image_paths[0], image_paths[2]]
+    errors = result.stderr.splitlines()
+    assert [e.split(": ")[1] for e in errors[:3]] == [str(bad), str(truncated), str(tmp_path / "missing.png")]
+    assert "truncated" in errors[1]
+    assert errors[-1] == "Error: 3 of 5 images could not be read (see the lines above)"
+
+    out = tmp_path / "r.csv"
+    result = run("predict", "--model", model_file, "--out", out, *args)
+    assert result.exit_code == 1
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["path"] for r in rows] == [str(a) for a in args]
+    assert list(rows[0]) == ["path", "text", "confidence", "ms", "error"]
+    assert [bool(r["error"]) for r in rows] == [False, True, True, True, False]
+    assert float(rows[0]["confidence"]) > 0 and rows[1]["text"] == "" and rows[1]["confidence"] == ""
+
+    out = tmp_path / "r.jsonl"
+    result = run("predict", "--model", model_file, "--out", out, *args)
+    objs = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [o["path"] for o in objs] == [str(a) for a in args]
+    assert objs[0]["error"] is None and "".join(c["char"] for c in objs[0]["chars"]) == objs[0]["text"]
+    assert objs[1]["error"] and objs[1]["chars"] == []
+
+
+def test_predict_escapes_tabs_newlines_and_backslashes_in_names(model_file, image_paths, tmp_path):
+    import shutil
+
+    from vhrmodel.cli.predict import escape_field
+
+    odd = tmp_path / "a\tb\\c\nd.png"
+    shutil.copy(image_paths[0], odd)
+    result = run("predict", "--model", model_file, odd, image_paths[1])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[0].count("\t") == 1
+    assert lines[0].split("\t")[0] == str(tmp_path) + "/a\\tb\\\\c\\nd.png"
+    assert escape_field("a\tb\\c\nd\r") == "a\\tb\\\\c\\nd\\r"
 
 
 def test_predict_refuses_a_model_without_charset(image_paths, tmp_path):
@@ -138,3 +212,59 @@ def test_help_does_not_load_keras():
     code = "import sys, vhrmodel.cli; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_train_progress_shows_running_loss_validation_and_where_to_look(capsys):
+    from vhrmodel.cli.train import EpochBars
+
+    bars = EpochBars("work/run")
+    bars({"event": "epoch_begin", "epoch": 1, "epochs": 2, "steps": 4})
+    for step in (1, 2):
+        bars({"event": "batch_end", "step": step, "steps": 4, "logs": {"loss": 3.25 - step}})
+    line = bars.bar.format_progress_line()
+    assert "epoch 1/2" in line and "2/4" in line and "loss 1.250" in line
+    bars({"event": "val_progress", "done": 3, "total": 8})
+    assert bars.bar.label == "validating" and bars.bar.pos == 3 and bars.bar.length == 8
+    bars({"event": "val_progress", "done": 8, "total": 8})
+    assert bars.bar.pos == 8
+    bars({"event": "epoch_end", "epoch": 1, "epochs": 2, "logs": {"loss": 1.0, "val_cer": 0.25}})
+    assert bars.bar is None
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir work/run/tensorboard" in out
+    assert "work/run/history.png" in out
+    assert "epoch 1/2 · loss 1.000 · val CER 25.00%" in out
+    bars({"event": "epoch_begin", "epoch": 2, "epochs": 2, "steps": 4})
+    bars.close()
+    assert "tensorboard" not in capsys.readouterr().out  # said once, before the first epoch
+
+
+def test_tensorflow_log_lines_are_dropped_and_the_rest_kept():
+    from vhrmodel.quiet import is_tensorflow_noise
+
+    noise = [b"I0000 00:00:1796288952.646055   25013 port.cc:153] oneDNN custom operations are on.",
+             b"E0000 00:00:1796288960.1   25013 op_level_cost_estimator.cc:1] DT_BOOL only on platforms with AVX-512",
+             b"W0000 00:00:1.5 7 cpu_feature_guard.cc:227] x",
+             b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"]
+    kept = [b"Error: store work/store does not exist", b"epoch 1/3  [####----]  2/4  loss 1.250",
+            b"F0000 00:00:1.5 7 a.cc:3] fatal: kept", b"Warning: something else", b"I0000 is not a log prefix"]
+    assert all(is_tensorflow_noise(line) for line in noise)
+    assert not any(is_tensorflow_noise(line) for line in kept)
+
+
+def test_cli_hides_tensorflow_start_up_lines_unless_asked(model_file, image_paths):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    absl = re.compile(r"^[IWE]\d{4} |absl::InitializeLog", re.M)
+    args = [sys.executable, "-m", "vhrmodel.cli", "predict", "--model", str(model_file), image_paths[0]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "GRPC_", "GLOG_", "VHR_TF"))}
+    loud = subprocess.run(args, capture_output=True, text=True, env={**env, "VHR_TF_LOGS": "1"}, timeout=300)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    if not absl.search(loud.stderr):
+        pytest.skip("this TensorFlow build prints no start-up log lines here")
+    quiet = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert absl.findall(quiet.stderr) == []
+    assert quiet.stdout == loud.stdout and quiet.stdout.strip()

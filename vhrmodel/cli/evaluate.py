@@ -6,6 +6,8 @@ import click
 
 from vhrdata.cli.common import LazyProgress, handle_errors
 
+WORST_DIR = "worst"  # vhrmodel.evaluate.WORST_DIR (that module loads the model runtime)
+
 
 def load_lm(path: str | None):
     """A `CharNgramLM` from its JSON file, or None."""
@@ -22,13 +24,13 @@ def load_lm(path: str | None):
 
 @click.command("evaluate")
 @click.option("--model", "-m", "model_path", required=True, type=click.Path(path_type=str),
-              help="Model file from `vhrmodel train` (e.g. RUN/model.keras).")
+              help="Model file from `vhrmodel train` (e.g. RUN/model.keras), an export folder, or `starter`.")
 @click.option("--store", required=True, type=click.Path(path_type=str), help="Store to evaluate on.")
 @click.option("--split", default="test", show_default=True, help="Split of the store.")
 @click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
 @click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lm", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
-              help="Character LM (JSON, e.g. RUN/charlm.json, built from training labels) for --decoder beam.")
+              help="Character LM (JSON, e.g. RUN/charlm.json, built from training labels); needs --decoder beam.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str), help="Report folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--worst", type=click.IntRange(min=0), default=50, show_default=True,
@@ -38,24 +40,33 @@ def evaluate_cmd(model_path, store, split, decoder, beam_width, lm, out, batch_s
     """Measure CER, WER, SER and diacritic-blind CER of a model on a store split.
 
     Writes OUT/metrics.json, OUT/metrics.md, OUT/predictions.jsonl and the worst lines as PNG
-    crops with OUT/worst/index.md and OUT/worst/index.html.
+    crops with OUT/worst/index.md and OUT/worst/index.html (a page with each line's original
+    image, the model input and a character diff of truth and prediction). --lm needs
+    --decoder beam.
 
     Example:
 
     \b
         vhrmodel evaluate --model work/runs/small/model.keras --store work/store --split val --out work/eval
     """
+    from vhrmodel.cli.checks import check_lm_decoder, check_model_path, check_out_folder, open_store_checked
+
+    # Checked before Keras is imported: a mistake costs a second, not a TensorFlow start-up.
+    check_lm_decoder(lm, decoder)
+    check_out_folder(out)
+    check_model_path(model_path)
+    open_store_checked(store, {split: "evaluation (--split)"})
+    lm_model = load_lm(lm)
+
     from vhrmodel.evaluate import evaluate
 
-    lm_model = load_lm(lm)
-    if lm_model is not None and decoder != "beam":
-        raise click.BadParameter("a character LM is only used by --decoder beam", param_hint="--lm")
     with LazyProgress(f"evaluating {split}") as progress:
         m = evaluate(model_path, store, out, split=split, decoder=decoder, beam_width=beam_width, lm=lm_model,
                      batch_size=batch_size, worst=worst, callback=progress)
     click.echo(f"{m['lines']} lines · CER {m['cer']:.2%} · WER {m['wer']:.2%} · SER {m['ser']:.2%} · "
                f"CER without diacritics {m['cer_no_diacritics']:.2%}")
-    click.echo(f"wrote {out}/metrics.json, {out}/metrics.md and {out}/worst/")
+    click.echo(f"wrote {out}/metrics.json, {out}/metrics.md and {out}/predictions.jsonl")
+    click.echo(f"the worst lines, with images and a character diff: {out}/{WORST_DIR}/index.html")
 
 
 COMMANDS = [evaluate_cmd]

@@ -11,21 +11,53 @@ from vhrdata.cli.common import handle_errors
 PRESET_NAMES = ("tiny", "small", "base")
 
 
-class EpochBars:
-    """Turns `train`'s progress events into one click progress bar per epoch and a summary line."""
+def _fmt_loss(logs) -> str | None:
+    loss = (logs or {}).get("loss")
+    return None if loss is None else f"loss {float(loss):.3f}"
 
-    def __init__(self, quiet: bool = False):
+
+class EpochBars:
+    """Turns `train`'s progress events into bars and summary lines on stderr/stdout.
+
+    Per epoch: a step bar with the running loss and ETA, then a validation bar (from the
+    "val_progress" events), then one summary line. Before the first epoch it prints where the
+    run's TensorBoard logs and history.png are.
+    """
+
+    def __init__(self, run_dir: str, quiet: bool = False, tensorboard: bool = True):
+        self.run_dir = run_dir
         self.quiet = quiet
+        self.tensorboard = tensorboard
         self.bar = None
+        self.started = False
+
+    def _open(self, length: int, label: str, item_show_func=None):
+        self.close()
+        self.bar = click.progressbar(length=max(length, 1), label=label, file=sys.stderr, show_pos=True,
+                                     show_eta=True, item_show_func=item_show_func, width=24)
+        self.bar.__enter__()
+
+    def _first(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        if self.tensorboard:
+            click.echo(f"TensorBoard: run `tensorboard --logdir {self.run_dir}/tensorboard` and open http://localhost:6006")
+        click.echo(f"Plots: {self.run_dir}/history.png (loss, val CER and WER per epoch; rewritten every epoch), "
+                   f"samples: {self.run_dir}/samples/")
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
-        if kind == "epoch_begin" and not self.quiet:
-            self.bar = click.progressbar(length=max(event["steps"], 1), label=f"epoch {event['epoch']}/{event['epochs']}",
-                                         file=sys.stderr, show_pos=True)
-            self.bar.__enter__()
+        if kind == "epoch_begin":
+            self._first()
+            if not self.quiet:
+                self._open(event["steps"], f"epoch {event['epoch']}/{event['epochs']}", _fmt_loss)
         elif kind == "batch_end" and self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(1, event.get("logs"))
+        elif kind == "val_progress" and not self.quiet:
+            if self.bar is None or self.bar.label != "validating":
+                self._open(event["total"], "validating")
+            self.bar.update(event["done"] - self.bar.pos)
         elif kind == "epoch_end":
             self.close()
             logs = event["logs"]
@@ -103,10 +135,12 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
               quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
 
-    Writes OUT/model.keras (best val CER), OUT/last.keras (for --resume), OUT/history.csv,
-    OUT/train.json (samples/s, wall time, parameters, best val CER), OUT/samples/epoch_NNN.png
-    (validation predictions) and OUT/tensorboard/. The model file carries the store's alphabet
-    and preprocessing settings.
+    Writes OUT/model.keras (best val CER), OUT/last.keras (for --resume), OUT/history.csv and
+    OUT/history.png (loss, val CER and WER per epoch, rewritten every epoch), OUT/train.json (samples/s, wall time, parameters, best val CER), OUT/samples/epoch_NNN.png
+    (validation predictions) and OUT/tensorboard/ (watch it with `tensorboard --logdir
+    OUT/tensorboard`). The model file carries the store's alphabet and preprocessing settings.
+    The run folder, the store and its train and val splits and --init-from are checked before
+    TensorFlow loads. Shows a bar per epoch (running loss, ETA) and one for validation.
 
     Example:
 
@@ -116,11 +150,13 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
     \b
         vhrmodel train --store work/real-store --out work/runs/ft --init-from starter
     """
+    from pathlib import Path
+
+    from vhrmodel.cli.checks import check_model_path, open_store_checked
     from vhrmodel.config import TrainConfig, check_run_folder
 
+    # Everything that can be wrong with the request is found here, before Keras is imported.
     check_run_folder(out, resume, init_from)
-    from vhrmodel.train import train
-
     try:
         config = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, fast=fast, augment=augment,
                              augment_config=_augment_config(augment_config), workers=workers, seed=seed,
@@ -129,7 +165,15 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
                              bn_momentum=bn_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
-    bars = EpochBars(quiet=quiet)
+    open_store_checked(store, {config.train_split: "training", config.val_split: "validation"})
+    if init_from is not None:
+        check_model_path(init_from, "--init-from")
+    if records is not None and not Path(records).exists():
+        raise click.BadParameter(f"{records} does not exist", param_hint="--records")
+
+    from vhrmodel.train import train
+
+    bars = EpochBars(out, quiet=quiet, tensorboard=not no_tensorboard)
     try:
         summary = train(store, out, config, resume=resume, init_from=init_from, records=records, callback=bars)
     finally:
@@ -139,7 +183,9 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
     sps = summary["train_samples_per_s"]
     click.echo(f"{summary['params']:,} parameters · {summary['model_bytes'] / 1e6:.2f} MB · "
                f"{sps if sps is not None else '-'} samples/s · {summary['wall_seconds']:.0f} s")
-    click.echo(f"wrote {out}/model.keras")
+    click.echo(f"wrote {out}/model.keras; curves in {out}/history.png and {out}/history.csv")
+    if not no_tensorboard:
+        click.echo(f"see the run in TensorBoard: tensorboard --logdir {out}/tensorboard")
 
 
 COMMANDS = [train_cmd]
