@@ -83,7 +83,8 @@ def page(browser, server):
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda ex: page.errors.append(str(ex)))
     page.goto(server + "/")
-    page.wait_for_function("document.getElementById('model-line').textContent.startsWith('Model ')")
+    # Locator waits, not wait_for_function: the page's CSP (no 'unsafe-eval') refuses string predicates.
+    page.locator("#model-line", has_text="Model ").wait_for()
     yield page
     context.close()
 
@@ -107,7 +108,7 @@ def test_upload_a_line_and_see_its_text(page, lines):
     if os.environ.get("VHR_SCREENSHOT"):
         for t, p in (lines[1], lines[6]):
             page.set_input_files("#files", str(p))
-        page.wait_for_function("document.querySelectorAll('#upload-results li.done').length >= 3")
+        page.locator("#upload-results li.done").nth(2).wait_for()
         page.screenshot(path=os.environ["VHR_SCREENSHOT"], full_page=True)
 
 
@@ -122,7 +123,7 @@ def test_drag_and_drop_several_lines(page, lines):
         }
         document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
     }""", payload)
-    page.wait_for_function("document.querySelectorAll('#upload-results li.done').length === 2")
+    page.locator("#upload-results li.done").nth(1).wait_for()
     shown = page.eval_on_selector_all("#upload-results li.done .text", "els => els.map(e => e.dataset.text)")
     assert sorted(shown) == sorted(t for t, _ in picked)
 
