@@ -5,8 +5,11 @@ Writes into the output folder:
 - `metrics.json`: CER, WER, SER, diacritic-blind CER, per-writer CER, timing, what was evaluated;
 - `metrics.md`: the same as a Markdown table;
 - `predictions.jsonl`: one object per line (id, writer, reference, hypothesis, errors, confidence);
-- `worst/`: the worst lines (highest line CER) as PNG crops of the model input, listed in
-  `worst/index.md` and `worst/index.html` with reference and prediction.
+- `worst/`: the worst lines (highest line CER): `NNN_<id>.png` (the model input) and
+  `NNN_<id>_original.png` (the source image, when the store's records still point at it), listed
+  in `worst/index.md` and in `worst/index.html`, a page with a header (model, store, split,
+  decoder, CER, WER, lines) and, per line, both images scaled to a readable size and the truth
+  and prediction with substitutions, deletions and insertions marked.
 """
 
 from __future__ import annotations
@@ -38,10 +41,6 @@ class _Scored:
     key: tuple[float, int, int]
     line: dict[str, Any] = field(compare=False)
     image: np.ndarray = field(compare=False, repr=False)
-
-
-def _safe_name(text: str, limit: int = 60) -> str:
-    return re.sub(r"[^0-9A-Za-z._-]+", "_", text)[:limit].strip("_") or "line"
 
 
 def evaluate(
@@ -169,7 +168,7 @@ def evaluate(
     worst_lines = sorted(heap, reverse=True)
     _write_json(out_dir / "metrics.json", metrics)
     (out_dir / "metrics.md").write_text(metrics_markdown(metrics), encoding="utf-8")
-    _write_worst(out_dir / WORST_DIR, worst_lines)
+    _write_worst(out_dir / WORST_DIR, worst_lines, metrics, store)
     return metrics
 
 
@@ -188,6 +187,8 @@ def metrics_markdown(m: dict[str, Any]) -> str:
     rows = [
         ("lines", m["lines"]),
         ("CER", _pct(m["cer"])),
+        *([("CER 95 % bootstrap interval", f"{_pct(m['cer_ci95'][0])} – {_pct(m['cer_ci95'][1])}")]
+          if m.get("cer_ci95") and None not in m["cer_ci95"] else []),
         ("WER", _pct(m["wer"])),
         ("SER (lines with any error)", _pct(m["ser"])),
         ("CER without diacritics", _pct(m["cer_no_diacritics"])),
@@ -206,7 +207,8 @@ def metrics_markdown(m: dict[str, Any]) -> str:
         out += ["", "## Per writer", "", "| writer | lines | CER |", "|---|---|---|"]
         for writer, w in sorted(per_writer.items(), key=lambda kv: -kv[1].get("cer", 0)):
             out.append(f"| {writer} | {w.get('lines', '')} | {_pct(w.get('cer', 0.0))} |")
-    out += ["", f"The worst lines are in [{WORST_DIR}/index.md]({WORST_DIR}/index.md).", ""]
+    out += ["", f"The worst lines are in [{WORST_DIR}/index.md]({WORST_DIR}/index.md), and with the original "
+            f"images and a character diff in [{WORST_DIR}/index.html]({WORST_DIR}/index.html).", ""]
     return "\n".join(out)
 
 
@@ -214,34 +216,230 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _write_worst(folder: Path, worst: list[_Scored]) -> None:
+_IMAGE_SUFFIX = re.compile(r"\.(png|jpe?g|tiff?|bmp|webp|gif|pp?m|pgm|jp2)$", re.I)
+# Display sizes of the worst page: model inputs are drawn at least this tall, originals this tall.
+MODEL_INPUT_MIN_PX = 96
+ORIGINAL_PX = 96
+ORIGINAL_MAX_PIXELS = (2400, 600)  # originals are written downscaled to fit this box
+
+
+def _file_stem(rank: int, line_id: str) -> str:
+    """`001_val_w012_22` for rank 1 and id "val/w012_22.jpg": ASCII, no image suffix, no dots."""
+    import unicodedata
+
+    from vhrdata.text import strip_diacritics
+
+    base = _IMAGE_SUFFIX.sub("", str(line_id))
+    base = unicodedata.normalize("NFKD", strip_diacritics(base)).encode("ascii", "ignore").decode("ascii")
+    base = re.sub(r"[^0-9A-Za-z_-]+", "_", base).strip("_")[:60].strip("_") or "line"
+    return f"{rank:03d}_{base}"
+
+
+def _original_paths(store, ids: list[str]) -> dict[str, str]:
+    """Source image path of each id, from the store's records.parquet when it is still there."""
+    records = ((getattr(store, "index", None) or {}).get("build") or {}).get("records")
+    if not records or not ids:
+        return {}
+    try:
+        from vhrdata.records import read_records
+
+        df = read_records(records)
+    except Exception as ex:  # a moved or rewritten records folder only costs the original images
+        log.info("worst page without original images: %s", ex)
+        return {}
+    if "id" not in df.columns or "path" not in df.columns:
+        return {}
+    wanted = set(ids)
+    rows = df[df["id"].isin(wanted)]
+    return {str(i): str(p) for i, p in zip(rows["id"], rows["path"])}
+
+
+def _write_original(source: str, target: Path) -> tuple[int, int] | None:
+    """The source image as a PNG (EXIF-upright, RGB, downscaled to fit); its (width, height), or None."""
+    try:
+        from PIL import Image, ImageOps
+
+        with Image.open(source) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode not in ("RGB", "L"):
+                im = im.convert("RGBA")
+                flat = Image.new("RGB", im.size, (255, 255, 255))
+                flat.paste(im, mask=im.getchannel("A"))
+                im = flat
+            im.thumbnail(ORIGINAL_MAX_PIXELS)
+            im.save(target, format="PNG")
+            return im.size
+    except Exception as ex:  # the page shows the model input alone
+        log.info("cannot show the original of %s: %s", source, ex)
+        return None
+
+
+_OP_CLASS = {"substitute": "sub", "delete": "del", "insert": "ins"}
+_OP_TITLE = {"substitute": "substituted", "delete": "missing from the prediction", "insert": "inserted"}
+
+
+def _diff_html(ref: str, hyp: str) -> tuple[str, str]:
+    """(truth, prediction) as HTML, with the characters of a minimal edit alignment marked.
+
+    In the truth, substituted characters and those the prediction lacks are marked; in the
+    prediction, substituted and inserted ones, plus a caret where a truth character is missing.
+    """
+    from vhrmodel.metrics import align
+
+    def span(op: str, ch: str, title: str) -> str:
+        return f'<span class="{_OP_CLASS[op]}" title="{html.escape(title, quote=True)}">{html.escape(ch)}</span>'
+
+    truth, pred = [], []
+    for op, r, h in align(ref, hyp):
+        if op == "equal":
+            truth.append(html.escape(r))
+            pred.append(html.escape(h))
+        elif op == "substitute":
+            truth.append(span(op, r, f"read as {h!r}"))
+            pred.append(span(op, h, f"should be {r!r}"))
+        elif op == "delete":
+            truth.append(span(op, r, "missing from the prediction"))
+            pred.append(f'<span class="gap" title="{html.escape(f"missing {r!r}", quote=True)}"></span>')
+        else:
+            pred.append(span(op, h, "not in the truth"))
+    return "".join(truth), "".join(pred)
+
+
+_PAGE_CSS = """
+:root { --sub: #ffd166; --del: #ef476f; --ins: #4cc9f0; --ink: #1d2330; --muted: #5c6475; --line: #dde1e8; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "Noto Sans", "DejaVu Sans", sans-serif;
+       color: var(--ink); background: #f5f6f8; }
+header { background: #fff; border-bottom: 1px solid var(--line); padding: 18px 28px; }
+h1 { font-size: 22px; margin: 0 0 10px; }
+.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 0; }
+.meta dt { color: var(--muted); }
+.meta dd { margin: 0; overflow-wrap: anywhere; }
+.meta code { font-size: 13px; }
+.figures { display: flex; gap: 12px; flex-wrap: wrap; margin: 14px 0 8px; }
+.figure { background: #f0f2f6; border-radius: 8px; padding: 8px 14px; min-width: 110px; }
+.figure b { display: block; font-size: 22px; }
+.figure span { color: var(--muted); font-size: 13px; }
+.legend { color: var(--muted); font-size: 13px; }
+main { padding: 18px 28px 40px; max-width: 1400px; }
+.empty { font-size: 17px; }
+article { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 18px; margin: 0 0 16px; }
+article h2 { font-size: 15px; font-weight: 600; margin: 0 0 10px; display: flex; flex-wrap: wrap; gap: 4px 16px; }
+article h2 .rank { color: var(--muted); }
+article h2 .id { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-weight: 400; overflow-wrap: anywhere; }
+.images { display: flex; flex-wrap: wrap; gap: 6px 24px; align-items: flex-end; margin: 0 0 10px; }
+figure { margin: 0; max-width: 100%; }
+figcaption { color: var(--muted); font-size: 12px; margin-bottom: 3px; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); background: #fff; }
+img.input { image-rendering: pixelated; image-rendering: crisp-edges; }
+.texts { display: grid; grid-template-columns: 88px 1fr; gap: 4px 12px; align-items: baseline; }
+.texts .label { color: var(--muted); font-size: 13px; }
+.text { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 22px; line-height: 1.5; }
+.sub, .del, .ins { border-radius: 3px; box-shadow: inset 0 0 0 1px rgba(0, 0, 0, .18); padding: 0 1px; }
+.sub { background: var(--sub); }
+.del { background: var(--del); color: #fff; text-decoration: line-through; }
+.ins { background: var(--ins); text-decoration: underline; }
+.gap { display: inline-block; width: 3px; height: 1.1em; background: var(--del); vertical-align: -0.15em; margin: 0 1px; }
+.key { display: inline-block; padding: 0 5px; border-radius: 3px; margin-right: 2px; }
+"""
+
+
+def _header_html(metrics: dict[str, Any] | None, shown: int) -> str:
+    if not metrics:
+        return "<header><h1>Worst lines</h1></header>"
+    decoder = metrics.get("decoder", "")
+    if decoder == "beam":
+        decoder += f" (width {metrics.get('beam_width')}{', character LM' if metrics.get('lm') else ''})"
+    ci = metrics.get("cer_ci95")
+    ci_text = f"95 % interval {_pct(ci[0])} – {_pct(ci[1])}" if ci and None not in ci else "corpus CER"
+    rows = [("model", metrics.get("model")), ("store", metrics.get("store")), ("split", metrics.get("split")),
+            ("decoder", decoder)]
+    meta = "".join(f"<dt>{k}</dt><dd><code>{html.escape(str(v))}</code></dd>" for k, v in rows if v is not None)
+    figures = [
+        (_pct(metrics["cer"]), f"CER · {ci_text}"),
+        (_pct(metrics["wer"]), "WER"),
+        (_pct(metrics["ser"]) if "ser" in metrics else "–", "lines with an error"),
+        (f"{metrics.get('lines', 0):,}", "lines evaluated"),
+        (f"{shown:,}", "worst lines shown"),
+    ]
+    figs = "".join(f'<div class="figure"><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>' for v, k in figures)
+    legend = ('<p class="legend">Marked characters: <span class="key sub">substituted</span> '
+              '<span class="key del">missing from the prediction</span> '
+              '<span class="key ins">inserted by the model</span>; a red bar in the prediction is where a '
+              'character is missing. Truth and prediction are compared after normalisation (NFC, single spaces). '
+              "Sorted by line CER, worst first.</p>")
+    return f"<header><h1>Worst lines</h1><dl class=\"meta\">{meta}</dl><div class=\"figures\">{figs}</div>{legend}</header>"
+
+
+def _write_worst(folder: Path, worst: list[_Scored], metrics: dict[str, Any] | None = None, store=None) -> None:
+    """Write the worst lines: PNGs, `index.md` and a styled `index.html` with a character diff.
+
+    Files are `NNN_<id>.png` (the model input) and `NNN_<id>_original.png` (the source image,
+    upright and downscaled, when the store's records.parquet still points at it).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
-    md = ["# Worst lines", "", "| # | line CER | errors | id | image, reference, prediction |", "|---|---|---|---|---|"]
-    rows_html = []
+    originals = _original_paths(store, [str(item.line["id"]) for item in worst]) if store is not None else {}
+    md = ["# Worst lines", ""]
+    if metrics:
+        md += [f"{metrics.get('split')} split of `{metrics.get('store')}`, model `{metrics.get('model')}`, "
+               f"{metrics.get('decoder')} decoder: CER {_pct(metrics['cer'])}, WER {_pct(metrics['wer'])}, "
+               f"{metrics.get('lines')} lines.", ""]
+    md += ["| # | line CER | errors | id | image, reference, prediction |", "|---|---|---|---|---|"]
+    articles = []
     for rank, item in enumerate(worst, 1):
         line = item.line
-        name = f"{rank:03d}_{_safe_name(str(line['id']))}.png"
+        stem = _file_stem(rank, str(line["id"]))
+        name = f"{stem}.png"
         cv2.imwrite(str(folder / name), item.image)
+        h, w = item.image.shape[:2]
+        scale = max(1, -(-MODEL_INPUT_MIN_PX // max(1, h)))  # whole pixels: crisp, not blurred
+        figures = []
+        source = originals.get(str(line["id"]))
+        if source is not None:
+            size = _write_original(source, folder / f"{stem}_original.png")
+            if size is not None:
+                ow, oh = size
+                shown_w = max(1, round(ow * ORIGINAL_PX / max(1, oh)))
+                figures.append(
+                    f'<figure><figcaption>original ({html.escape(Path(source).name)}, {ow}×{oh} px)</figcaption>'
+                    f'<img class="original" src="{html.escape(stem)}_original.png" width="{shown_w}" '
+                    f'height="{ORIGINAL_PX}" alt="original of line {rank}"></figure>'
+                )
+        figures.append(
+            f'<figure><figcaption>model input ({w}×{h} px, shown ×{scale})</figcaption>'
+            f'<img class="input" src="{html.escape(name)}" width="{w * scale}" height="{h * scale}" '
+            f'alt="model input of line {rank}"></figure>'
+        )
+        truth, pred = _diff_html(line["reference"], line["prediction"])
+        writer = line.get("writer")
+        heading = (f'<span class="rank">#{rank}</span><span>line CER {_pct(line["cer"])}</span>'
+                   f'<span>{line["char_errors"]} character error{"s" if line["char_errors"] != 1 else ""}</span>'
+                   + (f'<span>confidence {float(line["confidence"]):.2f}</span>' if line.get("confidence") is not None else "")
+                   + (f"<span>writer {html.escape(str(writer))}</span>" if writer is not None else "")
+                   + f'<span class="id">{html.escape(str(line["id"]))}</span>')
+        articles.append(
+            f'<article id="line-{rank}"><h2>{heading}</h2><div class="images">{"".join(figures)}</div>'
+            f'<div class="texts"><span class="label">truth</span><div class="text truth">{truth}</div>'
+            f'<span class="label">prediction</span><div class="text prediction">{pred}</div></div></article>'
+        )
         md.append(
             f"| {rank} | {_pct(line['cer'])} | {line['char_errors']} | {_md_cell(str(line['id']))} | "
             f"![{rank}]({name})<br>ref: {_md_cell(line['reference'])}<br>hyp: {_md_cell(line['prediction'])} |"
         )
-        rows_html.append(
-            f"<tr><td>{rank}</td><td>{_pct(line['cer'])}</td><td>{line['char_errors']}</td>"
-            f"<td>{html.escape(str(line['id']))}</td><td><img src=\"{html.escape(name)}\"><br>"
-            f"<b>ref</b> {html.escape(line['reference'])}<br><b>hyp</b> {html.escape(line['prediction'])}</td></tr>"
-        )
     if not worst:
         md.append("| | | | | no line has an error |")
+        articles.append('<p class="empty">No line has an error.</p>')
     (folder / "index.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    title = "Worst lines"
+    if metrics:
+        title += f" · {metrics.get('split')} · CER {_pct(metrics['cer'])}"
     page = (
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Worst lines</title>"
-        "<style>body{font-family:sans-serif}td{border-bottom:1px solid #ccc;padding:4px;vertical-align:top}"
-        "img{max-width:100%}</style></head><body><h1>Worst lines</h1><table>"
-        "<tr><th>#</th><th>line CER</th><th>errors</th><th>id</th><th>image, reference, prediction</th></tr>"
-        + "".join(rows_html)
-        + "</table></body></html>\n"
+        '<!DOCTYPE html>\n<html lang="vi"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_PAGE_CSS}</style></head><body>"
+        + _header_html(metrics, len(worst))
+        + "<main>" + "".join(articles) + "</main></body></html>\n"
     )
     (folder / "index.html").write_text(page, encoding="utf-8")
