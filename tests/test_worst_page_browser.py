@@ -142,8 +142,10 @@ def test_worst_page_loads_cleanly_in_chromium(held_out_eval, tmp_path):
     html_text = page.read_text(encoding="utf-8")
     assert len(images) == len(re.findall(r"<img ", html_text)) == 2 * shown  # original + model input per line
     assert [i["alt"] for i in images if not (i["complete"] and i["width"] > 0)] == []
-    originals = [i for i in images if "_original.png" in (i.get("src") or i["alt"])]
-    assert len(originals) == shown or "original of line" in " ".join(i["alt"] for i in originals)
+    originals = [i for i in images if i["alt"].startswith("original of line")]
+    assert len(originals) == shown
+    assert sorted(p.name for p in (held_out_eval / "worst" / "originals").glob("*.png")) == sorted(
+        p.name for p in (held_out_eval / "worst").glob("*.png"))
     for image in images:
         if "shownHeight" in image:  # Playwright: the page draws every line at a readable size
             assert image["shownHeight"] >= 90, image

@@ -6,7 +6,7 @@ Writes into the output folder:
 - `metrics.md`: the same as a Markdown table;
 - `predictions.jsonl`: one object per line (id, writer, reference, hypothesis, errors, confidence);
 - `worst/`: the worst lines (highest line CER): `NNN_<id>.png` (the model input) and
-  `NNN_<id>_original.png` (the source image, when the store's records still point at it), listed
+  `originals/NNN_<id>.png` (the source image, when the store's records still point at it), listed
   in `worst/index.md` and in `worst/index.html`, a page with a header (model, store, split,
   decoder, CER, WER, lines) and, per line, both images scaled to a readable size and the truth
   and prediction with substitutions, deletions and insertions marked.
@@ -158,7 +158,7 @@ def evaluate(
         beam_width=beam_width if decoder == "beam" else None,
         lm=lm is not None,
         params=int(recognizer.model.count_params()) if recognizer.model is not None else None,
-        model_bytes=Path(model_path).stat().st_size,
+        model_bytes=_model_bytes(model_path),
         batch_size=batch_size,
         ms_per_line_model=round(1000 * model_seconds / max(1, len(refs)), 3),
         ms_per_line_decode=round(1000 * decode_seconds / max(1, len(refs)), 3),
@@ -170,6 +170,18 @@ def evaluate(
     (out_dir / "metrics.md").write_text(metrics_markdown(metrics), encoding="utf-8")
     _write_worst(out_dir / WORST_DIR, worst_lines, metrics, store)
     return metrics
+
+
+def _model_bytes(model_path) -> int | None:
+    """Size of the model file (or export folder); "starter" is the shipped file."""
+    path = Path(model_path)
+    if str(model_path) == "starter":
+        from vhrmodel.starter import starter_path
+
+        path = starter_path()
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else None
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
@@ -197,7 +209,7 @@ def metrics_markdown(m: dict[str, Any]) -> str:
         ("model ms per line (batch %d)" % m["batch_size"], m["ms_per_line_model"]),
         ("decode ms per line", m["ms_per_line_decode"]),
         ("parameters", f"{m['params']:,}"),
-        ("model file", f"{m['model_bytes'] / 1e6:.2f} MB"),
+        ("model file", f"{m['model_bytes'] / 1e6:.2f} MB" if m.get("model_bytes") is not None else "–"),
     ]
     out = [f"# Evaluation: {m['split']} split of {m['store']}", "", f"Model: `{m['model']}`", "",
            "| metric | value |", "|---|---|"]
@@ -221,6 +233,7 @@ _IMAGE_SUFFIX = re.compile(r"\.(png|jpe?g|tiff?|bmp|webp|gif|pp?m|pgm|jp2)$", re
 MODEL_INPUT_MIN_PX = 96
 ORIGINAL_PX = 96
 ORIGINAL_MAX_PIXELS = (2400, 600)  # originals are written downscaled to fit this box
+ORIGINALS_DIR = "originals"
 
 
 def _file_stem(rank: int, line_id: str) -> str:
@@ -374,19 +387,14 @@ def _header_html(metrics: dict[str, Any] | None, shown: int) -> str:
 def _write_worst(folder: Path, worst: list[_Scored], metrics: dict[str, Any] | None = None, store=None) -> None:
     """Write the worst lines: PNGs, `index.md` and a styled `index.html` with a character diff.
 
-    Files are `NNN_<id>.png` (the model input) and `NNN_<id>_original.png` (the source image,
+    Files are `NNN_<id>.png` (the model input) and `originals/NNN_<id>.png` (the source image,
     upright and downscaled, when the store's records.parquet still points at it).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
+    for old in [*folder.glob("*.png"), *(folder / ORIGINALS_DIR).glob("*.png")]:
         old.unlink()
     originals = _original_paths(store, [str(item.line["id"]) for item in worst]) if store is not None else {}
-    md = ["# Worst lines", ""]
-    if metrics:
-        md += [f"{metrics.get('split')} split of `{metrics.get('store')}`, model `{metrics.get('model')}`, "
-               f"{metrics.get('decoder')} decoder: CER {_pct(metrics['cer'])}, WER {_pct(metrics['wer'])}, "
-               f"{metrics.get('lines')} lines.", ""]
-    md += ["| # | line CER | errors | id | image, reference, prediction |", "|---|---|---|---|---|"]
+    md = ["# Worst lines", "", "| # | line CER | errors | id | image, reference, prediction |", "|---|---|---|---|---|"]
     articles = []
     for rank, item in enumerate(worst, 1):
         line = item.line
@@ -398,13 +406,14 @@ def _write_worst(folder: Path, worst: list[_Scored], metrics: dict[str, Any] | N
         figures = []
         source = originals.get(str(line["id"]))
         if source is not None:
-            size = _write_original(source, folder / f"{stem}_original.png")
+            (folder / ORIGINALS_DIR).mkdir(exist_ok=True)
+            size = _write_original(source, folder / ORIGINALS_DIR / name)
             if size is not None:
                 ow, oh = size
                 shown_w = max(1, round(ow * ORIGINAL_PX / max(1, oh)))
                 figures.append(
                     f'<figure><figcaption>original ({html.escape(Path(source).name)}, {ow}×{oh} px)</figcaption>'
-                    f'<img class="original" src="{html.escape(stem)}_original.png" width="{shown_w}" '
+                    f'<img class="original" src="{ORIGINALS_DIR}/{html.escape(name)}" width="{shown_w}" '
                     f'height="{ORIGINAL_PX}" alt="original of line {rank}"></figure>'
                 )
         figures.append(
@@ -430,6 +439,12 @@ def _write_worst(folder: Path, worst: list[_Scored], metrics: dict[str, Any] | N
         )
     if not worst:
         md.append("| | | | | no line has an error |")
+    if metrics:
+        md += ["", f"{metrics.get('split')} split of `{metrics.get('store')}`, model `{metrics.get('model')}`, "
+                   f"{metrics.get('decoder')} decoder: CER {_pct(metrics['cer'])}, WER {_pct(metrics['wer'])}, "
+                   f"{metrics.get('lines')} lines. With the original images and a character diff: "
+                   "[index.html](index.html)."]
+    if not worst:
         articles.append('<p class="empty">No line has an error.</p>')
     (folder / "index.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     title = "Worst lines"

@@ -23,6 +23,7 @@ is. `vhrmodel -v …` or `VHR_TF_LOGS=1` leaves everything as it is.
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import re
 import sys
@@ -64,14 +65,24 @@ def wants_tensorflow_logs(verbose: int = 0) -> bool:
 
 
 class _StderrFilter:
-    """Descriptor 2 → pipe → thread → the original stderr, minus TensorFlow's log lines."""
+    """Descriptor 2 → pipe → thread → the original stderr, minus TensorFlow's log lines.
+
+    Python's own `sys.stderr` is pointed straight at the original stderr, so click's progress
+    bars still see a terminal (and draw), and Python's messages are never delayed or reordered;
+    only what C++ (or a child process) writes to descriptor 2 goes through the filter.
+    """
 
     def __init__(self):
         self.saved = os.dup(2)
         read_fd, write_fd = os.pipe()
         self.read_fd = read_fd
+        self.python_stderr = sys.stderr
+        self.python_stderr.flush()
         os.dup2(write_fd, 2)
         os.close(write_fd)
+        sys.stderr = io.TextIOWrapper(io.FileIO(self.saved, "w", closefd=False),
+                                      encoding=getattr(self.python_stderr, "encoding", None) or "utf-8",
+                                      errors="backslashreplace", line_buffering=True, write_through=True)
         self.thread = threading.Thread(target=self._pump, name="vhr-stderr-filter", daemon=True)
         self.thread.start()
 
@@ -119,6 +130,7 @@ class _StderrFilter:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+        sys.stderr = self.python_stderr
         os.dup2(self.saved, 2)  # closes the pipe's last write end: the thread sees EOF
         self.thread.join(timeout=2)
         os.close(self.saved)
