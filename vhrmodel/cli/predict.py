@@ -91,7 +91,7 @@ def _one_line(message: str) -> str:
 
 def _row(path: str, p, error: str | None, with_chars: bool) -> dict:
     row = {"path": path, "text": p.text if p is not None and error is None else "",
-           "confidence": round(p.confidence, 5) if p is not None and error is None else None,
+           "confidence": float(f"{p.confidence:.6g}") if p is not None and error is None else None,
            "ms": p.ms if p is not None and error is None else None, "error": error}
     if with_chars:
         row["chars"] = ([{"char": c.char, "confidence": c.confidence, "x": list(c.x),
