@@ -38,9 +38,6 @@ def free_ports(n):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "open: Keras 3.15's TF trainer (_maybe_symbolic_build) calls strategy.reduce on the first batch, "
-    "which fails for the model's dict inputs under MultiWorkerMirroredStrategy ('unsupported type dict')"))
 def test_two_workers_on_localhost_train_one_epoch_each_on_its_own_shard(tmp_path):
     pytest.importorskip("tensorflow")
     store = build_line_store(tmp_path, texts=TEXTS)

@@ -71,6 +71,11 @@ class KerasRuntime:
         if width_multiple is None:
             width_multiple = 1 if self.backend == "tensorflow" else 64
         self.width_multiple = int(width_multiple)
+        # Under MultiWorkerMirroredStrategy, predict_on_batch splits a batch over the workers
+        # and hands back this worker's part only; a direct call reads the whole batch here.
+        strategy = getattr(model, "distribute_strategy", None) if self.backend == "tensorflow" else None
+        # (tf.distribute.MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy inside.)
+        self._direct_call = any(n in type(strategy).__name__ for n in ("MultiWorker", "CollectiveAllReduce"))
 
     def logits(self, images: np.ndarray, widths: np.ndarray) -> np.ndarray:
         w = images.shape[2]
@@ -78,7 +83,10 @@ class KerasRuntime:
         if target != w:
             images = np.pad(images, ((0, 0), (0, 0), (0, target - w)), constant_values=PAD_VALUE)
         x = {"images": images[..., None], "widths": np.asarray(widths, np.int32)}
-        out = np.asarray(self.model.predict_on_batch(x), np.float32)
+        if self._direct_call:
+            out = np.asarray(self.model(x, training=False), np.float32)
+        else:
+            out = np.asarray(self.model.predict_on_batch(x), np.float32)
         return out[:, : max(1, w // self.downsample)] if target != w else out
 
 

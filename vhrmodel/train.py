@@ -50,7 +50,7 @@ from vhrmodel.config import (
     TrainConfig,
     check_run_folder,
 )
-from vhrmodel.distribute import NullScope, distribution_strategy, is_chief, worker_shard
+from vhrmodel.distribute import NullScope, adapt_to_strategy, distribution_strategy, is_chief, worker_shard
 from vhrmodel.errors import TrainingError
 from vhrmodel.inputs import check_splits, endless_batches, records_source, store_source, tf_epochs_dataset, train_alphabet
 from vhrmodel.losses import CTCLoss
@@ -223,6 +223,7 @@ def train(
             if config.bn_momentum is not None:
                 set_bn_momentum(model, config.bn_momentum)
             _compile(model, config)
+    adapt_to_strategy(model, strategy)
     downsample = int(model.downsample)
     store_downsample = int((store.index.get("build") or {}).get("downsample", downsample))
     if store_downsample != downsample:
