@@ -7,7 +7,7 @@ import importlib
 import click
 
 from vhrdata import __version__
-from vhrdata.cli._common import setup_logging
+from vhrdata.cli.common import setup_logging
 
 # One module per command group; each defines COMMANDS, a list of click commands.
 COMMAND_MODULES = ["ingest", "stats", "pipeline", "store", "synth"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vhrdata.cli._common import LazyProgress, handle_errors
+from vhrdata.cli.common import LazyProgress, handle_errors
 from vhrdata.images import SizeLimits
 from vhrdata.ingest import IngestSettings, ingest
 from vhrdata.raw_formats import DEFAULT_MAX_FILE_BYTES, LAYOUTS

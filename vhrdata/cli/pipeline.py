@@ -7,7 +7,7 @@ import time
 
 import click
 
-from vhrdata.cli._common import handle_errors
+from vhrdata.cli.common import handle_errors
 from vhrdata.pipeline import STAGES, estimate_training, load_pipeline
 
 
