@@ -179,6 +179,51 @@ def tone_of(ch: str) -> str | None:
     return TONE_MARKS[tone] if tone else "ngang"
 
 
+# The twelve Vietnamese vowel letters as (base, vowel diacritic): a ă â e ê i o ô ơ u ư y.
+VOWEL_DIACRITIC_NAMES = ("none", "circumflex", "breve", "horn")
+_VOWEL_LETTERS = {
+    ("a", "none"), ("a", "breve"), ("a", "circumflex"), ("e", "none"), ("e", "circumflex"), ("i", "none"),
+    ("o", "none"), ("o", "circumflex"), ("o", "horn"), ("u", "none"), ("u", "horn"), ("y", "none"),
+}
+
+
+def decompose_vowel(ch: str) -> tuple[str, str, str] | None:
+    """Split a Vietnamese vowel letter into (base letter, vowel diacritic, tone).
+
+    The letter is decomposed with Unicode NFD; its combining marks are read as one tone (U+0300
+    grave = huyền, U+0301 acute = sắc, U+0309 hook above = hỏi, U+0303 tilde = ngã, U+0323 dot
+    below = nặng; none = ngang) and at most one vowel diacritic (U+0302 circumflex, U+0306 breve,
+    U+031B horn; none = "none").
+
+    Args:
+        ch: one character, precomposed (NFC) or a base letter followed by its combining marks.
+
+    Returns:
+        (base, diacritic, tone): the base letter lower-cased ("a", "e", "i", "o", "u" or "y"),
+        a name of `VOWEL_DIACRITIC_NAMES` and a name of `TONE_NAMES`; None when `ch` is not one of
+        the twelve Vietnamese vowel letters (a ă â e ê i o ô ơ u ư y, either case) with at most one
+        tone: consonants, digits, "đ", foreign letters such as "ö" or "ĕ", two tones.
+
+    Example:
+        >>> decompose_vowel("Ở")
+        ('o', 'horn', 'hỏi')
+        >>> decompose_vowel("a"), decompose_vowel("đ")
+        (('a', 'none', 'ngang'), None)
+    """
+    nfd = unicodedata.normalize("NFD", ch)
+    if not nfd:
+        return None
+    tones = [m for m in nfd[1:] if m in TONE_MARKS]
+    others = [m for m in nfd[1:] if m not in TONE_MARKS]
+    if len(tones) > 1 or len(others) > 1 or any(m not in VOWEL_MARKS for m in others):
+        return None
+    base = nfd[0].lower()
+    diacritic = VOWEL_MARKS[others[0]] if others else "none"
+    if (base, diacritic) not in _VOWEL_LETTERS:
+        return None
+    return base, diacritic, TONE_MARKS[tones[0]] if tones else "ngang"
+
+
 def vowel_diacritic_of(ch: str) -> str | None:
     """The letter with its vowel diacritic but without tone ('ấ' → 'â', 'đ' → 'đ'), None when it has none."""
     if ch in "đĐ":

@@ -2,8 +2,10 @@
 
 Writes into the output folder:
 
-- `metrics.json`: CER, WER, SER, diacritic-blind CER, per-writer CER, timing, what was evaluated;
-- `metrics.md`: the same as a Markdown table;
+- `metrics.json`: CER, WER, SER, diacritic-blind CER, per-writer CER, timing, what was evaluated,
+  and under "vietnamese" the error analysis of `vhrmodel.error_analysis` (tone-mark and
+  vowel-diacritic confusion matrices, đ/d, CER per character class);
+- `metrics.md`: the same as Markdown tables;
 - `predictions.jsonl`: one object per line (id, writer, reference, hypothesis, errors, confidence);
 - `worst/`: the worst lines (highest line CER): `NNN_<id>.png` (the model input) and
   `originals/NNN_<id>.png` (the source image, when the store's records still point at it), listed
@@ -28,6 +30,7 @@ import cv2
 import numpy as np
 
 from vhrdata.errors import StoreError
+from vhrmodel.error_analysis import vietnamese_error_analysis
 from vhrmodel.metrics import bootstrap_cer_interval, edit_distance, evaluate_texts, normalize_text
 from vhrmodel.predict import Recognizer
 
@@ -164,6 +167,7 @@ def evaluate(
         ms_per_line_decode=round(1000 * decode_seconds / max(1, len(refs)), 3),
         seconds=round(total, 3),
         charset_size=len(charset),
+        vietnamese=vietnamese_error_analysis(refs, hyps),
     )
     worst_lines = sorted(heap, reverse=True)
     _write_json(out_dir / "metrics.json", metrics)
@@ -219,9 +223,62 @@ def metrics_markdown(m: dict[str, Any]) -> str:
         out += ["", "## Per writer", "", "| writer | lines | CER |", "|---|---|---|"]
         for writer, w in sorted(per_writer.items(), key=lambda kv: -kv[1].get("cer", 0)):
             out.append(f"| {writer} | {w.get('lines', '')} | {_pct(w.get('cer', 0.0))} |")
+    if m.get("vietnamese"):
+        out += ["", *vietnamese_markdown(m["vietnamese"])]
     out += ["", f"The worst lines are in [{WORST_DIR}/index.md]({WORST_DIR}/index.md), and with the original "
             f"images and a character diff in [{WORST_DIR}/index.html]({WORST_DIR}/index.html).", ""]
     return "\n".join(out)
+
+
+_TONE_LABELS = {"ngang": "ngang (a)", "huyền": "huyền (à)", "sắc": "sắc (á)", "hỏi": "hỏi (ả)", "ngã": "ngã (ã)",
+                "nặng": "nặng (ạ)"}
+_DIACRITIC_LABELS = {"none": "none (a e o u)", "circumflex": "circumflex (â ê ô)", "breve": "breve (ă)",
+                     "horn": "horn (ơ ư)"}
+_CLASS_LABELS = {"digit": "digits", "letter": "letters", "punctuation": "punctuation and symbols",
+                 "space": "spaces", "other": "other"}
+
+
+def _rate_text(x: float | None) -> str:
+    return "–" if x is None else _pct(x)
+
+
+def _confusion_markdown(title: str, part: dict[str, Any], names: dict[str, str], what: str) -> list[str]:
+    """A ref × hyp confusion matrix of `vietnamese_error_analysis` as a Markdown table and a summary."""
+    labels = part["labels"]
+    out = [f"### {title}", "", "| reference \\ read as | " + " | ".join(names.get(x, x) for x in labels) + " |",
+           "|---|" + "---:|" * len(labels)]
+    for label, row in zip(labels, part["matrix"]):
+        out.append(f"| {names.get(label, label)} | " + " | ".join(str(n) for n in row) + " |")
+    top = ", ".join(f"{c['ref']} → {c['hyp']} {c['count']}" for c in part["top_confusions"]) or "none"
+    out += ["", f"{what} error rate {_rate_text(part['error_rate'])} ({part['errors']} of {part['pairs']} aligned "
+                f"vowels of the same base letter): {part['dropped']} dropped, {part['added']} added, "
+                f"{part['changed']} changed. Most confused: {top}.", ""]
+    return out
+
+
+def vietnamese_markdown(v: dict[str, Any]) -> list[str]:
+    """Markdown lines for the "vietnamese" section of `evaluate`'s metrics (see `vhrmodel.error_analysis`)."""
+    out = ["## Vietnamese error analysis", "",
+           "Truth and prediction are aligned character by character; a vowel counts in the matrices when the "
+           "prediction has a vowel of the same base letter in its place (rows: truth, columns: prediction).", ""]
+    out += _confusion_markdown("Tone marks", v["tones"], _TONE_LABELS, "Tone")
+    out += _confusion_markdown("Vowel diacritics", v["vowel_diacritics"], _DIACRITIC_LABELS, "Vowel-diacritic")
+    d = v["d_stroke"]
+    out += ["### đ and d", "", "| reference \\ read as | d | đ |", "|---|---:|---:|"]
+    out += [f"| {label} | {row[0]} | {row[1]} |" for label, row in zip(d["labels"], d["matrix"])]
+    out += ["", f"đ read as d: {d['stroke_d_as_d']}; d read as đ: {d['d_as_stroke_d']} "
+                f"(error rate {_rate_text(d['error_rate'])} of {d['pairs']} aligned d/đ).", ""]
+    out += ["### CER per character class", "",
+            "| class | reference chars | errors | substitutions | deletions | insertions | CER |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, c in v["char_classes"].items():
+        if name == "other" and not (c["chars"] or c["errors"]):
+            continue
+        out.append(f"| {_CLASS_LABELS.get(name, name)} | {c['chars']} | {c['errors']} | {c['substitutions']} | "
+                   f"{c['deletions']} | {c['insertions']} | {_rate_text(c['cer'])} |")
+    out += ["", "A class's errors are substitutions and deletions of its reference characters plus insertions of "
+                "its characters; CER is errors / reference characters (– when the class has none)."]
+    return out
 
 
 def _md_cell(text: str) -> str:

@@ -22,6 +22,24 @@ def load_lm(path: str | None):
             raise click.BadParameter(f"{path} is not a character LM file: {ex}", param_hint="--lm") from None
 
 
+def _rate(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2%}"
+
+
+def vietnamese_summary(v: dict) -> str:
+    """One line of the Vietnamese error analysis: tone and vowel-mark error rates, đ/d, digits CER.
+
+    Example: `tone errors 3.10% (hỏi→ngã 12) · vowel marks 1.05% · đ/d 2 · digits CER 1.20%`.
+    """
+    tones = v["tones"]
+    top = tones["top_confusions"]
+    tone_text = f"tone errors {_rate(tones['error_rate'])}"
+    if top:
+        tone_text += f" ({top[0]['ref']}→{top[0]['hyp']} {top[0]['count']})"
+    return " · ".join([tone_text, f"vowel marks {_rate(v['vowel_diacritics']['error_rate'])}",
+                       f"đ/d {v['d_stroke']['errors']}", f"digits CER {_rate(v['char_classes']['digit']['cer'])}"])
+
+
 @click.command("evaluate")
 @click.option("--model", "-m", "model_path", required=True, type=click.Path(path_type=str),
               help="Model file from `vhrmodel train` (e.g. RUN/model.keras), an export folder, or `starter`.")
@@ -44,6 +62,10 @@ def evaluate_cmd(model_path, store, split, decoder, beam_width, lm, out, batch_s
     image, the model input and a character diff of truth and prediction). --lm needs
     --decoder beam.
 
+    metrics.json ("vietnamese") and metrics.md also hold a Vietnamese error analysis:
+    tone-mark and vowel-diacritic confusion matrices, đ read as d and d as đ, and CER on
+    digits, letters, punctuation and spaces.
+
     Example:
 
     \b
@@ -65,6 +87,8 @@ def evaluate_cmd(model_path, store, split, decoder, beam_width, lm, out, batch_s
                      batch_size=batch_size, worst=worst, callback=progress)
     click.echo(f"{m['lines']} lines · CER {m['cer']:.2%} · WER {m['wer']:.2%} · SER {m['ser']:.2%} · "
                f"CER without diacritics {m['cer_no_diacritics']:.2%}")
+    if m.get("vietnamese"):
+        click.echo(vietnamese_summary(m["vietnamese"]))
     click.echo(f"wrote {out}/metrics.json, {out}/metrics.md and {out}/predictions.jsonl")
     click.echo(f"the worst lines, with images and a character diff: {out}/{WORST_DIR}/index.html")
 
