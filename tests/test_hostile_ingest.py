@@ -307,7 +307,8 @@ def _snapshot(out: Path) -> dict:
 
 
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk full"), (errno.EIO, "I/O error")])
-@pytest.mark.parametrize("target", ["vhrdata.ingest.write_records", "vhrdata.ingest.write_quarantine"])
+@pytest.mark.parametrize("target", ["vhrdata.ingest.write_records", "vhrdata.ingest.write_quarantine",
+                                    "vhrdata.ingest._write_report", "vhrdata.ingest._fsync"])
 def test_write_error_keeps_the_previous_output(tmp_path, monkeypatch, code, words, target):
     src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2", "w1/missing.jpg\tSố 3"])
     out = tmp_path / "out"
@@ -324,6 +325,193 @@ def test_write_error_keeps_the_previous_output(tmp_path, monkeypatch, code, word
     assert words in line and "previous output" in line and "unchanged" in line
     assert _snapshot(out) == before
     verify_output(out)
+
+
+class Killed(BaseException):
+    """Stands for a kill: nothing after it runs, no except-clause of vhr catches it."""
+
+
+def _three_files(out: Path) -> tuple:
+    """What a reader sees: (texts, quarantine reasons, counts), after the reader's own checks."""
+    from vhrdata.records import read_records
+
+    texts = tuple(sorted(read_records(out)["text"]))
+    reasons = tuple(sorted(q["reason"] for q in read_quarantine(out)))
+    counts = json.loads((out / "ingest.json").read_text(encoding="utf-8"))["counts"]
+    return texts, reasons, (counts["in"], counts["kept"], counts["quarantined"])
+
+
+def _two_runs(tmp_path: Path) -> tuple[Path, Path, tuple]:
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2", "w1/missing.jpg\tSố 3"])
+    out = tmp_path / "out"
+    ingest_ok(src, "--out", out)
+    assert cli("split", out, "--ratios", "1,0,0").exit_code in (0, 1)  # a split.json the new run makes stale
+    old = _three_files(out)
+    (src / "annotations" / "w1.txt").write_text("w1/2.jpg\tSố 4\nw1/gone.jpg\tSố 5\nw1/x.jpg\t\u0301\n",
+                                                encoding="utf-8")
+    return src, out, old
+
+
+FS_STEPS = ("rename", "replace", "unlink", "rmdir", "fsync")
+
+
+def _counting(monkeypatch, kill_at: int | None) -> list[str]:
+    """Patch the file-system calls a commit makes; raise Killed at call number `kill_at`."""
+    calls: list[str] = []
+    for name in FS_STEPS:
+        real = getattr(os, name)
+
+        def step(*args, _real=real, _name=name, **kwargs):
+            if kill_at is not None and len(calls) == kill_at:
+                raise Killed(f"killed before os.{_name}{args}")
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, step)
+    return calls
+
+
+def test_a_kill_at_any_step_leaves_the_old_or_the_new_output_never_a_mix(tmp_path, monkeypatch):
+    from vhrdata.ingest import ingest
+
+    src, out, old = _two_runs(tmp_path)
+    with monkeypatch.context() as m:
+        calls = _counting(m, None)
+        ingest(src, tmp_path / "probe")
+    new = _three_files(tmp_path / "probe")
+    assert new != old and len(calls) > 5
+    seen = set()
+    for k in range(len(calls)):
+        shutil.rmtree(out)
+        src, out, _ = _two_runs(tmp_path)
+        with monkeypatch.context() as m:
+            _counting(m, k)
+            with pytest.raises(Killed):
+                ingest(src, out)
+        # the next reader (a CLI command) sees one whole output: the old one, or the new one finished
+        res = cli("split", out, "--ratios", "1,0,0")
+        assert "Traceback" not in res.output and "not one ingest's output" not in res.output, (k, res.output)
+        seen_now = _three_files(out)
+        assert seen_now in (old, new), f"kill before file-system call {k} ({calls[k]}) left a mix"
+        seen.add("old" if seen_now == old else "new")
+        verify_output(out)
+        assert not (out / ".ingest-commit").exists()  # a dead run's staging folder waits for the next ingest
+    assert seen == {"old", "new"}  # the kills landed before and after the commit point
+
+
+def test_kill_9_during_the_commit_is_finished_by_the_next_command(tmp_path):
+    src, out, old = _two_runs(tmp_path)
+    # A real kill -9 right after the commit point: the staged folder has been renamed, nothing moved yet.
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        real = os.rename
+        def rename(a, b, *args, **kw):
+            real(a, b, *args, **kw)
+            if str(b).endswith(".ingest-commit"):
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.rename = rename
+        from vhrdata.cli import main
+        sys.argv = ["vhrdata", "ingest", {str(src)!r}, "--out", {str(out)!r}, "--workers", "2"]
+        main()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / ".ingest-commit").is_dir()
+    res = cli("stats", out, "--out", tmp_path / "report")
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    texts, reasons, counts = _three_files(out)
+    assert texts == ("Số 4",) and counts == (3, 1, 2) and sorted(reasons) == ["empty_label", "missing_image"]
+    assert not (out / "split.json").exists()  # the old split described the old records
+    verify_output(out)
+
+
+def _other_run(tmp_path: Path, out: Path, name: str) -> None:
+    """Put another ingest run's `name` into `out`."""
+    src2 = kalapa(tmp_path / "src2", ["w1/0.jpg\tKhác", "w1/none.jpg\tKhác 2"])
+    ingest_ok(src2, "--out", tmp_path / "other")
+    shutil.copy(tmp_path / "other" / name, out / name)
+
+
+MIXED = {
+    "records from another run": lambda tp, out: _other_run(tp, out, "records.parquet"),
+    "ingest.json from another run": lambda tp, out: _other_run(tp, out, "ingest.json"),
+    "empty quarantine.jsonl": lambda tp, out: (out / "quarantine.jsonl").write_text(""),
+    "no ingest.json": lambda tp, out: (out / "ingest.json").unlink(),
+    "truncated ingest.json": lambda tp, out: (out / "ingest.json").write_text('{"counts": {"in": 3,'),
+}
+
+
+@pytest.mark.parametrize("command", ["split", "stats", "build-lmdb"])
+@pytest.mark.parametrize("damage", list(MIXED))
+def test_readers_refuse_a_mixed_records_folder_in_one_line(tmp_path, command, damage):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2", "w1/missing.jpg\tSố 3"])
+    out = tmp_path / "out"
+    ingest_ok(src, "--out", out)
+    assert cli("split", out, "--ratios", "1,0,0").exit_code in (0, 1)
+    MIXED[damage](tmp_path, out)
+    args = {"split": [out], "stats": [out, "--out", tmp_path / "report"],
+            "build-lmdb": [out, "--out", tmp_path / "store", "--height", "32", "--workers", "1"]}[command]
+    res = cli(command, *args)
+    line = one_line_error(res.output, res.exit_code)
+    assert "not one ingest's output" in line and "re-run `vhrdata ingest " in line and f" --out {out}`" in line
+    if damage != "ingest.json from another run":  # then either source may be the one meant
+        assert f"`vhrdata ingest {src.resolve()} --out" in line, line
+
+
+def test_second_ingest_into_a_locked_folder_refuses_at_once(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1"])
+    out = tmp_path / "out"
+    ingest_ok(src, "--out", out)
+    before = _snapshot(out)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from vhrdata.records import lock_records_folder
+        lock_records_folder({str(out)!r})
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before[".ingest.lock"] = (out / ".ingest.lock").read_bytes()
+        for args in (("ingest", src, "--out", out), ("split", out)):
+            res = cli(*args)
+            line = one_line_error(res.output, res.exit_code)
+            assert f"locked by pid {holder.pid}" in line and "wait for it" in line, line
+        assert _snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    ingest_ok(src, "--out", out)  # the kernel dropped the dead holder's lock
+
+
+def test_two_concurrent_ingests_never_interleave(tmp_path):
+    # Two real processes race for the same --out: each either wins and writes a whole output or is
+    # refused with the lock message; the folder ends as one of the two runs.
+    a = kalapa(tmp_path / "a", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2"])
+    b = kalapa(tmp_path / "b", ["w1/2.jpg\tHuế"])
+    out = tmp_path / "out"
+    procs = [subprocess.Popen([sys.executable, "-c", "import sys; from vhrdata.cli import main; "
+                               "sys.argv = ['vhrdata'] + sys.argv[1:]; main()", "ingest", str(s), "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for s in (a, b)]
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=TIMEOUT_S)
+        results.append((p.returncode, stdout, stderr))
+    assert all("Traceback" not in r[2] for r in results), results
+    assert any(r[0] == 0 for r in results), results
+    for rc, _, stderr in results:
+        assert rc == 0 or "locked by pid" in stderr, stderr
+    texts = _three_files(out)[0]
+    assert texts in (("Số 1", "Số 2"), ("Huế",))
+    verify_output(out)
+
+
+def test_out_that_holds_a_folder_is_refused(tmp_path):
+    src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1"])
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    res = cli("ingest", src, "--out", tmp_path / "out")
+    assert "did not write (sub)" in one_line_error(res.output, res.exit_code)
+    assert not (tmp_path / "out" / ".ingest.lock").exists()
 
 
 def _can_mount_tmpfs(path: Path) -> bool:
@@ -380,7 +568,8 @@ def test_rerun_into_own_output_replaces_it_and_drops_the_stale_split(tmp_path):
     assert cli("split", out, "--ratios", "1,0,0").exit_code in (0, 1)
     (src / "annotations" / "w1.txt").write_text("w1/2.jpg\tSố 3\n", encoding="utf-8")
     assert ingest_ok(src, "--out", out)[:3] == (1, 1, 0)
-    assert sorted(p.name for p in out.iterdir()) == ["ingest.json", "quarantine.jsonl", "records.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".ingest.lock", "ingest.json", "quarantine.jsonl",
+                                                     "records.parquet"]
 
 
 # ----------------------------------------------------------------------------- issue 12: formats users have

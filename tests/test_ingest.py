@@ -303,7 +303,8 @@ def test_report_names_the_files_it_describes(tmp_path):
     src = make_kalapa(tmp_path / "src", writers=("w1",), per_writer=2)
     ingest(src, tmp_path / "out")
     verify_output(tmp_path / "out")
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    # only the lock file stays (like a store's .build.lock): no staging folder, no .tmp file
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == [".ingest.lock"]
     (tmp_path / "out" / "quarantine.jsonl").write_text('{"reason": "empty_label"}\n', encoding="utf-8")
     with pytest.raises(RecordsError, match="quarantine.jsonl is not the file ingest.json describes"):
         verify_output(tmp_path / "out")
@@ -315,5 +316,5 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path):
     (tmp_path / "out" / f".ingest-tmp-{dead}").mkdir(parents=True)
     (tmp_path / "out" / f".ingest-tmp-{dead}" / "records.parquet").write_bytes(b"half")
     ingest(src, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ingest.json", "quarantine.jsonl",
-                                                                   "records.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ingest.lock", "ingest.json",
+                                                                   "quarantine.jsonl", "records.parquet"]

@@ -1,20 +1,20 @@
 """Ingest: raw dataset → cleaned records.parquet + quarantine.jsonl + ingest.json.
 
 Every item read ends in exactly one of the two files, so `in == kept + quarantined` always holds. The
-three files are written aside and committed together (`_commit`), so a failed run leaves the previous
-output as it was.
+three files are written into a staging folder and committed as one unit (`vhrdata.records.commit_staged`),
+so a full disk or a kill leaves the previous output as it was, and one run at a time holds the folder's
+lock.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,16 +24,32 @@ import pandas as pd
 
 from vhrdata import __version__
 from vhrdata.errors import OutputNotWritable, RecordsError
+from vhrdata.locks import release_lock
 from vhrdata.images import ImageCheck, SizeLimits, check_image
 from vhrdata.quarantine import QUARANTINE_FILE, QuarantineItem, Reason, write_quarantine
 from vhrdata.raw_formats import DEFAULT_MAX_FILE_BYTES, RawItem, check_source_file, open_layout
-from vhrdata.records import COLUMNS, RECORDS_FILE, SCHEMA_VERSION, empty_records, is_vhr_records, write_records
+from vhrdata.records import (
+    COLUMNS,
+    COMMIT_DIR,
+    INGEST_FILE,
+    LOCK_FILE,
+    RECORDS_FILE,
+    SCHEMA_VERSION,
+    check_records_folder,
+    commit_staged,
+    empty_records,
+    file_facts,
+    finish_interrupted_commit,
+    is_vhr_records,
+    lock_records_folder,
+    write_error,
+    write_records,
+)
 from vhrdata.split import SPLIT_FILE
 from vhrdata.text import CleanSettings, clean_text, has_visible_text
 
 log = logging.getLogger(__name__)
 
-INGEST_FILE = "ingest.json"
 OWN_FILES = (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE, SPLIT_FILE)  # split.json: `vhrdata split` adds it
 TMP_PREFIX = ".ingest-tmp-"
 
@@ -97,7 +113,8 @@ def _ensure_writable(out: Path) -> None:
 
 
 def _is_own_leftover(name: str) -> bool:
-    return name.startswith(TMP_PREFIX) or name == ".vhr-write-test" or name in {f + ".tmp" for f in OWN_FILES}
+    return (name.startswith(TMP_PREFIX) or name in (".vhr-write-test", LOCK_FILE, COMMIT_DIR)
+            or name in {f + ".tmp" for f in OWN_FILES})
 
 
 def check_output_folder(out: Path) -> None:
@@ -131,22 +148,6 @@ def _listdir(d: Path) -> list[str]:
         return []
 
 
-def _write_error(ex: OSError, out: Path, what: str) -> OutputNotWritable:
-    code = ex.errno
-    text = str(ex)
-    # pyarrow raises OSError without errno; its message carries the system's words.
-    if code is None and "No space left" in text:
-        code = errno.ENOSPC
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        cause, fix = "disk full", "free space and re-run"
-    elif code == errno.EIO:
-        cause, fix = "I/O error (EIO)", "check the disk and re-run"
-    else:
-        cause, fix = f"cannot write ({ex.strerror or text})", "fix the folder and re-run"
-    return OutputNotWritable(f"{cause} while writing {what} in {out}; the previous output in {out} is unchanged; "
-                             f"{fix}")
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -155,26 +156,22 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _file_facts(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+def _write_report(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], report: dict) -> dict:
-    """Write the three output files into a temporary folder inside `out`, then move them into place.
+    """Write the three output files into a staging folder inside `out` and commit them as one unit.
 
     Nothing in `out` changes until all three are written and synced, so a full disk or an I/O error leaves
-    the previous output as it was. The old report is removed first and the new one moved last: a folder
-    caught between the moves has no ingest.json and reads as unfinished, never as a wrong report. The
-    report names the size and sha256 of the other two files, so a mixed set is detectable
-    (`verify_output`).
+    the previous output as it was; the commit itself is renames (`vhrdata.records.commit_staged`), which a
+    kill cannot leave half done. The report carries a new `run_id`, also written into records.parquet,
+    and the size and sha256 of quarantine.jsonl, so that readers can tell a mixed set
+    (`vhrdata.records.check_records_folder`). The caller holds the folder's lock.
     """
     tmp = out / f"{TMP_PREFIX}{os.getpid()}"
     what = "the temporary folder"
-    _remove_dead_leftovers(out)
+    report["run_id"] = uuid.uuid4().hex
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -182,53 +179,39 @@ def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], repo
         by_reason = dict(sorted(write_quarantine(quarantined, tmp / QUARANTINE_FILE).items()))
         report["counts"]["by_reason"] = by_reason
         what = RECORDS_FILE
-        write_records(df, tmp, meta={"ingest": {k: report[k] for k in ("src", "layout", "vhr_version")}})
-        report["files"] = {name: _file_facts(tmp / name) for name in (RECORDS_FILE, QUARANTINE_FILE)}
+        write_records(df, tmp, meta={"ingest": {k: report[k] for k in ("src", "layout", "vhr_version", "run_id")}})
+        report["files"] = {QUARANTINE_FILE: file_facts(tmp / QUARANTINE_FILE)}
         what = INGEST_FILE
-        (tmp / INGEST_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        _write_report(report, tmp / INGEST_FILE)
         for name in (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE):
             _fsync(tmp / name)
-        _fsync(tmp)
     except OSError as ex:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_error(ex, out, what) from None
+        raise write_error(ex, out, what) from None
     try:
         # split.json describes the records this run replaces.
-        for stale in (INGEST_FILE, SPLIT_FILE):
-            (out / stale).unlink(missing_ok=True)
-        for name in (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE):
-            os.replace(tmp / name, out / name)
-        _fsync(out)
-        tmp.rmdir()
+        commit_staged(out, tmp, stale=(SPLIT_FILE,))
     except OSError as ex:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / COMMIT_DIR).exists():
+            raise write_error(ex, out, "the commit") from None
         raise OutputNotWritable(
-            f"{ex.strerror or ex} while moving the new output into {out}; the folder has no complete output now; "
-            "re-run ingest"
+            f"{ex.strerror or ex} while moving the new output into {out}; the next vhrdata command on the "
+            "folder finishes the move"
         ) from None
     return by_reason
 
 
-def _remove_dead_leftovers(out: Path) -> None:
-    """Remove temporary folders of killed ingest runs; a live run's folder is left alone."""
+def _remove_leftovers(out: Path) -> None:
+    """Remove staging folders of killed ingest runs (the caller holds the lock, so none is live)."""
     for p in out.glob(f"{TMP_PREFIX}*"):
-        try:
-            os.kill(int(p.name[len(TMP_PREFIX):]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def verify_output(directory: str | Path) -> None:
-    """Raise RecordsError unless records.parquet and quarantine.jsonl are the ones ingest.json describes."""
-    directory = Path(directory)
-    report = read_ingest_report(directory)
-    if not report:
-        raise RecordsError(f"{directory} has no {INGEST_FILE}: the ingest did not finish; re-run `vhrdata ingest`")
-    for name, facts in report.get("files", {}).items():
-        path = directory / name
-        if not path.is_file() or _file_facts(path) != facts:
-            raise RecordsError(f"{path} is not the file {INGEST_FILE} describes; re-run `vhrdata ingest`")
+    """Raise RecordsError unless `directory` holds one ingest run's three files
+    (`vhrdata.records.check_records_folder`)."""
+    check_records_folder(directory)
 
 
 def _reference_problem(item: RawItem, root: Path | None, settings: IngestSettings) -> QuarantineItem | None:
@@ -262,6 +245,21 @@ def ingest(
     reader = open_layout(src, settings.layout, settings.encoding, settings.max_file_bytes)
     check_output_folder(out)
     _ensure_writable(out)
+    try:
+        lock = lock_records_folder(out)
+    except RecordsError as ex:
+        raise OutputNotWritable(str(ex)) from None
+    except OSError as ex:
+        raise write_error(ex, out, LOCK_FILE) from None
+    try:
+        finish_interrupted_commit(out)  # a killed run's committed output is the previous output
+        _remove_leftovers(out)
+        return _ingest_locked(reader, src, out, settings, callback, started)
+    finally:
+        release_lock(lock)
+
+
+def _ingest_locked(reader, src, out: Path, settings: IngestSettings, callback, started: float) -> IngestResult:
 
     quarantined: list[QuarantineItem] = []
     candidates: list[tuple[RawItem, str]] = []

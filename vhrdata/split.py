@@ -25,7 +25,17 @@ import numpy as np
 import pandas as pd
 
 from vhrdata.errors import SplitError
-from vhrdata.records import SPLITS, read_records, read_records_meta, write_records
+from vhrdata.locks import release_lock
+from vhrdata.records import (
+    RECORDS_FILE,
+    SPLITS,
+    finish_interrupted_commit,
+    lock_records_folder,
+    read_records,
+    read_records_meta,
+    write_error,
+    write_records,
+)
 
 SPLIT_FILE = "split.json"
 METHODS = ("stable", "balanced")
@@ -246,6 +256,15 @@ def split_records(
 ) -> tuple[SplitResult, dict]:
     """Split the records in an ingest folder in place, write split.json, and run the leakage check."""
     directory = Path(directory)
+    finish_interrupted_commit(directory)
+    lock = lock_records_folder(directory) if directory.is_dir() else None
+    try:
+        return _split_locked(directory, ratios, seed, group, method)
+    finally:
+        release_lock(lock)
+
+
+def _split_locked(directory: Path, ratios, seed: int, group: str, method: str) -> tuple[SplitResult, dict]:
     meta = read_records_meta(directory)
     df = read_records(directory)
     result = split_groups(df, ratios, seed, group, method)
@@ -265,6 +284,17 @@ def split_records(
         "leakage": leakage,
     }
     meta = {k: v for k, v in meta.items() if k != "schema_version"}
-    write_records(df, directory, meta={**meta, "split": {k: info[k] for k in ("seed", "group", "method")}})
-    (directory / SPLIT_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+    what = RECORDS_FILE
+    try:
+        write_records(df, directory, meta={**meta, "split": {k: info[k] for k in ("seed", "group", "method")}})
+        what = SPLIT_FILE
+        tmp = directory / (SPLIT_FILE + ".tmp")
+        try:
+            tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+            tmp.replace(directory / SPLIT_FILE)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as ex:
+        raise write_error(ex, directory, what) from None
     return result, leakage

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vhrdata.errors import StatsError
-from vhrdata.records import RECORDS_FILE, read_records, read_records_meta
+from vhrdata.records import COMMIT_DIR, RECORDS_FILE, read_records, read_records_meta
 from vhrdata.stats.compute import Callback, DatasetReport, records_stats
 from vhrdata.stats.store import looks_like_store, store_stats
 
@@ -24,7 +24,7 @@ def detect_input(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise StatsError(f"{p} does not exist; give a records folder (from `vhrdata ingest`) or a store")
-    if p.is_file() and p.suffix == ".parquet" or (p / RECORDS_FILE).exists():
+    if p.is_file() and p.suffix == ".parquet" or (p / RECORDS_FILE).exists() or (p / COMMIT_DIR).exists():
         return "records"
     if p.is_dir():
         if looks_like_store(p):

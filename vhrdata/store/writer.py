@@ -26,11 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-try:
-    import fcntl
-except ImportError:  # Windows: builds are not locked
-    fcntl = None
-
 import lmdb
 import numpy as np
 import pandas as pd
@@ -38,6 +33,7 @@ import pandas as pd
 from vhrdata import __version__
 from vhrdata.errors import ImageDecodeError, StoreError
 from vhrdata.images import SizeLimits, decode_image
+from vhrdata.locks import LockBusy, release_lock, take_lock
 from vhrdata.preprocess import PreprocessSettings, preprocess_gray
 from vhrdata.quarantine import QuarantineItem, Reason, write_quarantine
 from vhrdata.records import SPLITS, read_records, records_fingerprint
@@ -773,31 +769,24 @@ class _BuildLock:
         self.shard_index = shard_index
         self.fds: list[int] = []
 
-    def _take(self, path: Path, mode: int, what: str) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    def _take(self, path: Path, shared: bool, what: str) -> None:
         try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except (BlockingIOError, PermissionError):
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
-            os.close(fd)
-            who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder else "another process"
+            fd = take_lock(path, shared=shared)
+        except LockBusy as ex:
             raise StoreError(
-                f"{self.out}: store locked by {who} (another `vhrdata build-lmdb` is writing {what}); "
+                f"{self.out}: store locked by {ex.holder} (another `vhrdata build-lmdb` is writing {what}); "
                 "wait for it to finish or stop it, then run again"
             ) from None
-        self.fds.append(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        if fd is not None:
+            self.fds.append(fd)
 
     def __enter__(self) -> "_BuildLock":
-        if fcntl is None:
-            return self
         try:
             if self.shard_index is None:
-                self._take(self.out / BUILD_LOCK_FILE, fcntl.LOCK_EX, "it")
+                self._take(self.out / BUILD_LOCK_FILE, False, "it")
             else:
-                self._take(self.out / BUILD_LOCK_FILE, fcntl.LOCK_SH, "its shards")
-                self._take(self.out / f".build-shard-{self.shard_index:05d}.lock", fcntl.LOCK_EX,
+                self._take(self.out / BUILD_LOCK_FILE, True, "its shards")
+                self._take(self.out / f".build-shard-{self.shard_index:05d}.lock", False,
                            f"shard {self.shard_index}")
         except BaseException:
             self.__exit__(None, None, None)
@@ -806,7 +795,7 @@ class _BuildLock:
 
     def __exit__(self, *exc) -> None:
         while self.fds:
-            os.close(self.fds.pop())
+            release_lock(self.fds.pop())
 
 
 def _build_shards(
