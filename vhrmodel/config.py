@@ -53,6 +53,8 @@ class TrainConfig:
         time_limit: stop after the epoch during which this many seconds of this call have
             passed (None = no limit); the run can be resumed later.
         tensorboard: write TensorBoard logs (TensorFlow must be importable).
+        address_lm: build RUN/charlm.json from the training labels plus the address corpus of
+            every administrative unit (`vhrmodel.lm`); False: the labels alone.
         train_split: split to train on (and to take the model's charset from).
         val_split: split to validate on (chooses the best checkpoint and drives the schedule).
     """
@@ -78,6 +80,7 @@ class TrainConfig:
     grid_samples: int = 8
     time_limit: float | None = None
     tensorboard: bool = True
+    address_lm: bool = True
     train_split: str = "train"
     val_split: str = "val"
 

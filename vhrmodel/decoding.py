@@ -100,7 +100,8 @@ def ctc_log_likelihood(log_probs: np.ndarray, labels: Sequence[Sequence[int]], l
     return result
 
 
-def _confidences(log_probs, id_seqs, lengths) -> list[float]:
+def ctc_confidences(log_probs, id_seqs, lengths) -> list[float]:
+    """Per-line confidence (see module docstring) of 1-based id sequences under log-probs [B, T, C]."""
     ll = ctc_log_likelihood(log_probs, id_seqs, lengths)
     return [float(math.exp(v / max(1, len(ids)))) if np.isfinite(v) else 0.0 for v, ids in zip(ll, id_seqs)]
 
@@ -134,17 +135,23 @@ def ctc_greedy_decode(logits, charset, *, logit_lengths=None, return_confidence:
     texts = [charset.decode(ids) for ids in id_seqs]
     if not return_confidence:
         return texts
-    return texts, _confidences(log_softmax(logits), id_seqs, lengths)
+    return texts, ctc_confidences(log_softmax(logits), id_seqs, lengths)
 
 
 class CharNgramLM:
     """Character n-gram language model with Witten-Bell interpolation.
 
-    Fit it on TRAINING labels only: fitting on validation or test text leaks the answers into
+    Fit it on TRAINING labels only (and text that is not from the evaluated lines, such as the
+    address corpus, see `vhrmodel.lm`): fitting on validation or test text leaks the answers into
     the decoder. Lines are padded with `order - 1` start symbols and scored with an end symbol.
+    Counts may be fractional (`fit(texts, weight=...)`), which is how `vhrmodel.lm` mixes sources.
 
     Args:
         order: int. n of the n-gram (context of `order - 1` characters).
+
+    Attributes:
+        meta: what the JSON file records beside the counts (`vhrmodel.lm`: "built", how it was
+            made, and "tuned", decoding values chosen on val); {} for files without it.
 
     Example:
         >>> lm = CharNgramLM(order=3).fit(["hà nội", "hà nam"])
@@ -161,17 +168,21 @@ class CharNgramLM:
         self.order = int(order)
         self.counts: list[dict[str, Counter]] = [defaultdict(Counter) for _ in range(self.order)]
         self.vocab: set[str] = set()
+        self.meta: dict = {}
         self._cache: dict[tuple[str, str], float] = {}
 
-    def fit(self, texts: Iterable[str]) -> "CharNgramLM":
-        """Count n-grams of `texts` (adds to earlier counts). Returns self."""
+    def fit(self, texts: Iterable[str], weight: float = 1.0) -> "CharNgramLM":
+        """Count n-grams of `texts`, each occurrence as `weight` (adds to earlier counts). Returns self."""
+        if not weight > 0:
+            raise ValueError(f"`weight` must be positive. Received: weight={weight}")
+        weight = 1 if weight == 1 else float(weight)  # integer counts stay integers in the JSON
         pad = self.BOS * (self.order - 1)
         for text in texts:
             seq = pad + text + self.EOS
             self.vocab.update(text)
             for i in range(self.order - 1, len(seq)):
                 for n in range(self.order):  # n = context length
-                    self.counts[n][seq[i - n : i]][seq[i]] += 1
+                    self.counts[n][seq[i - n : i]][seq[i]] += weight
         self.vocab.add(self.EOS)
         self._cache.clear()
         return self
@@ -206,17 +217,21 @@ class CharNgramLM:
         return total + (self.log_prob(text, self.EOS) if eos else 0.0)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"order": self.order, "vocab": "".join(sorted(self.vocab)),
-             "counts": [{h: dict(c) for h, c in level.items()} for level in self.counts]},
-            ensure_ascii=False,
-        )
+        data = {"order": self.order, "vocab": "".join(sorted(self.vocab)),
+                "counts": [{h: dict(c) for h, c in level.items()} for level in self.counts]}
+        if self.meta:
+            data["meta"] = self.meta
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, s: str) -> "CharNgramLM":
         data = json.loads(s)
         lm = cls(data["order"])
         lm.vocab = set(data["vocab"])
+        meta = data.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"`meta` must be an object. Received: {type(meta).__name__}")
+        lm.meta = meta
         for level, stored in zip(lm.counts, data["counts"]):
             for h, followers in stored.items():
                 level[h] = Counter(followers)
@@ -356,7 +371,7 @@ def ctc_beam_decode(
     texts = [charset.decode(ids) for ids in id_seqs]
     if not return_confidence:
         return texts
-    return texts, _confidences(lp, id_seqs, lengths)
+    return texts, ctc_confidences(lp, id_seqs, lengths)
 
 
 def ctc_char_spans(log_probs: np.ndarray, ids: Sequence[int]) -> list[tuple[int, int, float]]:

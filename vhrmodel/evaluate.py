@@ -55,6 +55,8 @@ def evaluate(
     decoder: str = "greedy",
     beam_width: int = 10,
     lm=None,
+    lm_weight: float | None = None,
+    lexicon=None,
     batch_size: int = 16,
     worst: int = 50,
     callback: Callable[[int, int], None] | None = None,
@@ -69,6 +71,8 @@ def evaluate(
         decoder: "greedy" or "beam".
         beam_width: beams kept by the beam decoder.
         lm: optional `CharNgramLM` (trained on training labels only) for beam search.
+        lm_weight, lexicon: passed to `vhrmodel.predict.Recognizer` (None: the LM's tuned weight;
+            a `Lexicon` or True snaps address fields to unit names).
         batch_size: lines per model call.
         worst: how many of the worst lines to write out.
         callback: called as callback(done, total) with line counts after each batch.
@@ -84,7 +88,8 @@ def evaluate(
     counts = split_counts(store)
     if not counts.get(split):
         raise StoreError(f"store {store_path} has no {split!r} lines (splits: {counts}); choose another --split")
-    recognizer = Recognizer(model_path, decoder=decoder, beam_width=beam_width, lm=lm)
+    recognizer = Recognizer(model_path, decoder=decoder, beam_width=beam_width, lm=lm, lm_weight=lm_weight,
+                            lexicon=lexicon)
     settings = recognizer.settings
     if settings != store.settings:
         raise StoreError(
@@ -160,6 +165,8 @@ def evaluate(
         decoder=decoder,
         beam_width=beam_width if decoder == "beam" else None,
         lm=lm is not None,
+        lm_weight=recognizer.lm_weight if lm is not None else None,
+        lexicon=recognizer.snap.to_dict() if recognizer.lexicon is not None else None,
         params=int(recognizer.model.count_params()) if recognizer.model is not None else None,
         model_bytes=_model_bytes(model_path),
         batch_size=batch_size,
@@ -209,7 +216,7 @@ def metrics_markdown(m: dict[str, Any]) -> str:
         ("SER (lines with any error)", _pct(m["ser"])),
         ("CER without diacritics", _pct(m["cer_no_diacritics"])),
         ("character errors / reference characters", f"{m['char_errors']} / {m['chars']}"),
-        ("decoder", m["decoder"] + (f" (beam {m['beam_width']}{', LM' if m.get('lm') else ''})" if m["decoder"] == "beam" else "")),
+        ("decoder", m["decoder"] + (f" (beam {m['beam_width']}{', LM' if m.get('lm') else ''}{', lexicon' if m.get('lexicon') else ''})" if m["decoder"] == "beam" else "")),
         ("model ms per line (batch %d)" % m["batch_size"], m["ms_per_line_model"]),
         ("decode ms per line", m["ms_per_line_decode"]),
         ("parameters", f"{m['params']:,}"),

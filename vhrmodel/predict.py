@@ -84,8 +84,16 @@ class Recognizer:
         decoder: "greedy" or "beam".
         beam_width: beams kept by the beam decoder.
         lm: optional `vhrmodel.decoding.CharNgramLM` for the beam decoder (fit on training
-            labels only); it needs decoder="beam".
-        lm_weight: weight of the LM in beam search.
+            labels, and optionally the address corpus; `vhrmodel.lm`); it needs decoder="beam".
+        lm_weight: weight of the LM in beam search; None: the LM file's tuned value
+            (`vhrmodel tune-lm`), else `vhrmodel.lm.DEFAULT_LM_WEIGHT` (0.5).
+        lexicon: snap low-confidence, unambiguous address fields to administrative unit names
+            after decoding (`vhrmodel.lexicon`): a `Lexicon`, True for the vietnamadminunits
+            one, or None/False for none. Meant for beam search with an LM, but works after any
+            decoder. A line whose snapped text has characters outside the model's charset is
+            kept as decoded.
+        snap: the lexicon thresholds (`vhrmodel.lexicon.SnapSettings`); None: the LM file's
+            tuned ones, else the documented defaults.
 
     Example:
         >>> rec = Recognizer("runs/demo/model.keras")          # doctest: +SKIP
@@ -93,7 +101,8 @@ class Recognizer:
         'Số 253 đường Trần Phú'
     """
 
-    def __init__(self, model, decoder: str = "greedy", beam_width: int = 10, lm=None, lm_weight: float = 0.5):
+    def __init__(self, model, decoder: str = "greedy", beam_width: int = 10, lm=None, lm_weight: float | None = None,
+                 lexicon=None, snap=None):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
         if lm is not None and decoder != "beam":
@@ -109,8 +118,21 @@ class Recognizer:
         self.downsample = int(self.runtime.downsample)
         self.decoder = decoder
         self.beam_width = int(beam_width)
+        from vhrmodel.lm import resolve_lm_weight, tuned_values
+
         self.lm = lm
-        self.lm_weight = float(lm_weight)
+        self.lm_weight = resolve_lm_weight(lm, lm_weight)
+        if lexicon is True:
+            from vhrmodel.lexicon import default_lexicon
+
+            lexicon = default_lexicon()
+        self.lexicon = lexicon or None
+        if snap is None and self.lexicon is not None:
+            from vhrmodel.lexicon import SnapSettings
+
+            tuned = tuned_values(lm).get("snap")
+            snap = SnapSettings.from_dict(tuned) if tuned else SnapSettings()
+        self.snap = snap
 
     @property
     def model(self):
@@ -129,14 +151,53 @@ class Recognizer:
         return batch_logits(self.runtime, list(images))
 
     def decode(self, logits: np.ndarray, lengths: np.ndarray) -> tuple[list[str], list[float]]:
-        """Texts and confidences of a logits batch, with the configured decoder."""
+        """Texts and confidences of a logits batch, with the configured decoder (and lexicon)."""
         from vhrmodel.decoding import ctc_beam_decode, ctc_greedy_decode
 
         lengths = np.minimum(lengths, logits.shape[1])
         if self.decoder == "beam":
-            return ctc_beam_decode(logits, self.charset, beam_width=self.beam_width, logit_lengths=lengths,
-                                   lm=self.lm, lm_weight=self.lm_weight, return_confidence=True)
-        return ctc_greedy_decode(logits, self.charset, logit_lengths=lengths, return_confidence=True)
+            texts, confs = ctc_beam_decode(logits, self.charset, beam_width=self.beam_width, logit_lengths=lengths,
+                                           lm=self.lm, lm_weight=self.lm_weight, return_confidence=True)
+        else:
+            texts, confs = ctc_greedy_decode(logits, self.charset, logit_lengths=lengths, return_confidence=True)
+        if self.lexicon is not None:
+            texts, confs = self.apply_lexicon(texts, confs, logits, lengths)
+        return texts, confs
+
+    def char_confidences(self, text: str, logits: np.ndarray, length: int) -> list[float]:
+        """Per-character confidences of `text` on one line's logits [T, C] (as in `CharInfo`)."""
+        from vhrmodel.decoding import ctc_char_spans, log_softmax
+
+        ids = self.charset.encode(text).tolist() if text else []
+        return [conf for _, _, conf in ctc_char_spans(log_softmax(logits[:length]), ids)]
+
+    def apply_lexicon(self, texts: Sequence[str], confs: Sequence[float], logits: np.ndarray, lengths: np.ndarray,
+                      snap=None, char_confs: Sequence[Sequence[float]] | None = None) -> tuple[list[str], list[float]]:
+        """Snap the decoded `texts` with the lexicon; the confidence of a changed line is recomputed.
+
+        Args:
+            texts, confs: decoded lines and their confidences.
+            logits, lengths: the batch they were decoded from.
+            snap: thresholds; default this recognizer's.
+            char_confs: per-character confidences of `texts`, if already known (else computed).
+        """
+        from vhrmodel.decoding import ctc_confidences, log_softmax
+        from vhrmodel.lexicon import snap_fields
+
+        snap = snap or self.snap
+        out_texts, out_confs = list(texts), list(confs)
+        for i, text in enumerate(texts):
+            if not text:
+                continue
+            per_char = char_confs[i] if char_confs is not None else self.char_confidences(text, logits[i], int(lengths[i]))
+            new, snaps = snap_fields(text, per_char, self.lexicon, snap)
+            if not snaps or any(ch not in self.charset for ch in new):
+                continue
+            out_texts[i] = new
+            length = int(lengths[i])
+            out_confs[i] = ctc_confidences(log_softmax(logits[i : i + 1, :length]), [self.charset.encode(new).tolist()],
+                                           np.array([length]))[0]
+        return out_texts, out_confs
 
     def char_infos(self, text: str, logits: np.ndarray, length: int, scale: float | None) -> list[CharInfo]:
         """Per-character confidence and position of `text` on one line's logits [T, C]."""

@@ -3,7 +3,8 @@
 A run folder holds `model.keras` (best by val CER), `last.keras` (with optimizer state),
 `history.csv` (epochs from 1), `history.png`, `train.json`, `state.json` (what `resume`
 needs, including the LR-schedule and early-stopping counters), `charlm.json` (a character
-n-gram LM of the training labels only, for beam search), `samples/` (a PNG grid of validation
+n-gram LM of the training labels plus, with `address_lm`, the address corpus of every
+administrative unit, for beam search; see `vhrmodel.lm`), `samples/` (a PNG grid of validation
 predictions per epoch) and `tensorboard/`.
 
 The stages live beside this module: `config` (TrainConfig), `inputs` (the batches and the
@@ -53,12 +54,13 @@ from vhrmodel.config import (
 from vhrmodel.distribute import NullScope, adapt_to_strategy, distribution_strategy, is_chief, worker_shard
 from vhrmodel.errors import TrainingError
 from vhrmodel.inputs import check_splits, endless_batches, records_source, store_source, tf_epochs_dataset, train_alphabet
+from vhrmodel.lm import write_char_lm
 from vhrmodel.losses import CTCLoss
 
 log = logging.getLogger(__name__)
 
 
-__all__ = ["TrainConfig", "train", "check_run_folder", "write_char_lm", "set_bn_momentum",
+__all__ = ["TrainConfig", "train", "check_run_folder", "set_bn_momentum",
            "BEST_MODEL", "LAST_MODEL", "HISTORY", "HISTORY_PLOT", "SUMMARY", "STATE", "CHAR_LM"]
 
 
@@ -91,14 +93,14 @@ def _build(config: TrainConfig, alphabet: str, settings_dict: dict[str, Any], in
     return model, report
 
 
-def write_char_lm(texts: Iterable[str], path: Path, order: int = 5) -> Path:
-    """Fit a `CharNgramLM` on `texts` (training labels only) and write it as JSON."""
-    from vhrmodel.decoding import CharNgramLM
+def _write_run_lm(store, config: TrainConfig, path: Path) -> Path:
+    """RUN/charlm.json: the training labels, plus the address corpus when `config.address_lm`."""
+    corpus = None
+    if config.address_lm:
+        from vhrdata.synth.addresses import address_corpus
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(CharNgramLM(order=order).fit(texts).to_json(), encoding="utf-8")
-    tmp.replace(path)
-    return path
+        corpus = address_corpus(seed=config.seed)
+    return write_char_lm((sample.text for sample in store.split(config.train_split)), path, corpus=corpus)
 
 
 def set_bn_momentum(model, momentum: float) -> int:
@@ -251,7 +253,7 @@ def train(
         train_data = endless_batches(source.epoch_batches, initial_epoch, width_multiple)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_char_lm((sample.text for sample in store.split(config.train_split)), run_dir / CHAR_LM)
+    _write_run_lm(store, config, run_dir / CHAR_LM)
     if config.steps_per_epoch is not None:
         steps = min(config.steps_per_epoch, steps)
     validation = ValidateAndKeepBest(source, run_dir / BEST_MODEL, charset, best=state.get("best_val_cer"),

@@ -11,6 +11,7 @@ Example:
 
 from vhrdata.synth.addresses import (
     Unit,
+    address_corpus,
     admin_units_db,
     generate_address,
     generate_address_unit,
@@ -31,6 +32,7 @@ from vhrdata.synth.generate import LAYOUTS, default_workers, line_captures, synt
 from vhrdata.synth.render import CAPTURES, DEFAULT_HEIGHT, WriterStyle, make_writers, render_line
 
 __all__ = [
+    "address_corpus",
     "CAPTURES",
     "FONT_SELECTIONS",
     "HANDWRITING_FACES",

@@ -25,11 +25,12 @@ import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from vhrdata.errors import SynthError
-from vhrdata.synth.seeding import TEXT_STREAM, line_rng
+from vhrdata.synth.seeding import CORPUS_STREAM, TEXT_STREAM, line_rng
 
 WORDLIST_DIR = Path(__file__).parent / "wordlists"
 
@@ -356,34 +357,54 @@ def _rural_house(d: _Draw, g: Gazetteer, region: str) -> str | None:
     return None
 
 
+#: Written forms of the unit types, with how often people write each (relative weights): the one
+#: home of the abbreviations, used by the generator, the address corpus and `vhrmodel.lexicon`.
+NUMBERED_WARD_PREFIXES = {"Phường ": 20, "phường ": 2, "P.": 8, "P. ": 3, "P": 3, "P ": 2, "F": 0.6, "F.": 0.3}
+WARD_PREFIXES = {
+    "phuong": {"Phường": 30, "phường": 3, "P.": 4, "P": 0.5, "PHƯỜNG": 0.3},
+    "thitran": {"Thị trấn": 10, "Thị Trấn": 3, "TT": 3, "TT.": 2, "thị trấn": 1, "Tt": 0.5},
+    "dackhu": {"Đặc khu": 5, "Đặc Khu": 1, "đặc khu": 1},
+    "xa": {"Xã": 20, "xã": 4, "X.": 1, "XÃ": 0.2},
+}
+DISTRICT_PREFIXES = {
+    "quan": {"Quận": 30, "quận": 3, "Q.": 4, "Q": 1.5, "Q. ": 1},  # bare "Q" only before a number
+    "huyen": {"Huyện": 30, "huyện": 3, "H.": 3, "H": 0.3},
+    "thixa": {"Thị xã": 12, "Thị Xã": 3, "Tx": 3, "TX": 3, "TX.": 1, "thị xã": 2, "Tx.": 1},
+    "thanhpho": {"Thành phố": 10, "Thành Phố": 4, "TP": 6, "TP.": 2, "Tp": 2, "Tp.": 1, "thành phố": 1},
+}
+#: Province prefixes (each ends in the space or dot that joins it to the name; "" = no prefix).
+PROVINCE_PREFIXES = {
+    "city": {"": 5, "TP ": 2, "TP. ": 1, "Thành phố ": 1, "Tp ": 0.7, "Tp. ": 0.4},
+    "province": {"": 20, "Tỉnh ": 2, "tỉnh ": 1, "T. ": 0.3},
+}
+_HCM_CITY_PREFIXES = {"": 1, "TP ": 10, "TP. ": 2, "Thành phố ": 2, "Tp ": 2, "Tp. ": 1}
+#: Whole spellings of Ho Chi Minh City's "HCM" variant.
+HCM_FORMS = {"TP HCM": 3, "TP.HCM": 4, "TP. HCM": 1, "Tp.HCM": 1.5, "Tp HCM": 1, "TPHCM": 1, "Tp.Hồ Chí Minh": 0.5}
+
+
 def _ward(d: _Draw, unit: Unit) -> str:
     name, kind = unit.ward, unit.ward_kind
     if kind == "phuong":
         if name.isdigit():
             # Numbered wards: "Phường 3", "P.3", "P3", "Phường 03", southern "F3".
             n = int(name)
-            form = d.weighted({"Phường ": 20, "phường ": 2, "P.": 8, "P. ": 3, "P": 3, "P ": 2, "F": 0.6, "F.": 0.3})
+            form = d.weighted(NUMBERED_WARD_PREFIXES)
             num = f"{n:02d}" if d.chance(0.12) else str(n)
             return form + num
-        prefix = d.weighted({"Phường": 30, "phường": 3, "P.": 4, "P": 0.5, "PHƯỜNG": 0.3})
+        prefix = d.weighted(WARD_PREFIXES["phuong"])
         if prefix.endswith(".") and d.chance(0.4):
             return prefix + name
         return f"{prefix} {name}"
-    if kind == "thitran":
-        return f"{d.weighted({'Thị trấn': 10, 'Thị Trấn': 3, 'TT': 3, 'TT.': 2, 'thị trấn': 1, 'Tt': 0.5})} {name}"
-    if kind == "dackhu":
-        return f"{d.weighted({'Đặc khu': 5, 'Đặc Khu': 1, 'đặc khu': 1})} {name}"
-    return f"{d.weighted({'Xã': 20, 'xã': 4, 'X.': 1, 'XÃ': 0.2})} {name}"
+    if kind in ("thitran", "dackhu"):
+        return f"{d.weighted(WARD_PREFIXES[kind])} {name}"
+    return f"{d.weighted(WARD_PREFIXES['xa'])} {name}"
 
 
 def _district(d: _Draw, unit: Unit) -> str:
     name = unit.district
-    prefixes = {
-        "quan": {"Quận": 30, "quận": 3, "Q.": 4, "Q": 1.5 if name.isdigit() else 0, "Q. ": 1},
-        "huyen": {"Huyện": 30, "huyện": 3, "H.": 3, "H": 0.3},
-        "thixa": {"Thị xã": 12, "Thị Xã": 3, "Tx": 3, "TX": 3, "TX.": 1, "thị xã": 2, "Tx.": 1},
-        "thanhpho": {"Thành phố": 10, "Thành Phố": 4, "TP": 6, "TP.": 2, "Tp": 2, "Tp.": 1, "thành phố": 1},
-    }[unit.district_kind]
+    prefixes = dict(DISTRICT_PREFIXES[unit.district_kind])
+    if unit.district_kind == "quan" and not name.isdigit():
+        prefixes["Q"] = 0
     prefix = d.weighted(prefixes)
     if name.isdigit():
         if d.chance(0.08):
@@ -400,14 +421,11 @@ def _province(d: _Draw, province: Province) -> str:
     if province.variants and d.chance(0.2):
         name = d.pick(province.variants)
     if name == "HCM":
-        return d.weighted({"TP HCM": 3, "TP.HCM": 4, "TP. HCM": 1, "Tp.HCM": 1.5, "Tp HCM": 1, "TPHCM": 1,
-                           "Tp.Hồ Chí Minh": 0.5})
+        return d.weighted(HCM_FORMS)
     if province.kind == "city":
-        weights = {"": 5, "TP ": 2, "TP. ": 1, "Thành phố ": 1, "Tp ": 0.7, "Tp. ": 0.4}
-        if province.name == "Hồ Chí Minh":
-            weights = {"": 1, "TP ": 10, "TP. ": 2, "Thành phố ": 2, "Tp ": 2, "Tp. ": 1}
+        weights = _HCM_CITY_PREFIXES if province.name == "Hồ Chí Minh" else PROVINCE_PREFIXES["city"]
         return d.weighted(weights) + name
-    return d.weighted({"": 20, "Tỉnh ": 2, "tỉnh ": 1, "T. ": 0.3}) + name
+    return d.weighted(PROVINCE_PREFIXES["province"]) + name
 
 
 @functools.lru_cache(maxsize=1)
@@ -535,3 +553,46 @@ def generate_texts(n: int, seed: int = 0) -> list[str]:
     if n < 0:
         raise ValueError(f"n must be >= 0. Received: n={n}")
     return [generate_address(line_rng(seed, TEXT_STREAM, i)) for i in range(n)]
+
+
+def address_corpus(seed: int = 0, forms_per_unit: int = 2) -> Iterator[str]:
+    """Text lines naming every administrative unit of vietnamadminunits, legacy and 2025, for an LM.
+
+    Each unit (every legacy ward with its district and province, then every 2025 ward with its
+    province) gives `forms_per_unit` lines "ward, [district,] province": the first in the
+    database's full words ("Phường Tân Định, Quận 1, Thành phố Hồ Chí Minh"), the others in
+    forms drawn like the synthetic addresses' (abbreviations such as "P.", "Q.", "TX",
+    "TP.HCM", old tone placement, case variants). No house or street part: the corpus is the
+    unit names only.
+
+    Args:
+        seed: a non-negative integer; unit i's lines depend only on (seed, i).
+        forms_per_unit: lines per unit (>= 1).
+
+    Yields:
+        NFC lines, legacy units first, in database order.
+
+    Raises:
+        SynthError: vietnamadminunits is not installed.
+
+    Example:
+        >>> next(address_corpus())                             # doctest: +SKIP
+        'Phường Phúc Xá, Quận Ba Đình, Thành phố Hà Nội'
+    """
+    if int(forms_per_unit) < 1:
+        raise ValueError(f"forms_per_unit must be >= 1. Received: forms_per_unit={forms_per_unit}")
+    g = load_gazetteer()
+    provinces = {p.name: p for p in g.provinces}
+    units = [u for by_d in g.legacy.values() for wards in by_d.values() for u in wards]
+    units += [u for wards in g.modern.values() for u in wards]
+    for i, unit in enumerate(units):
+        d = _Draw(line_rng(seed, CORPUS_STREAM, i))
+        full = [unit.ward_full] + ([unit.district_full] if unit.legacy else []) + [unit.province_full]
+        yield unicodedata.normalize("NFC", ", ".join(full))
+        for _ in range(int(forms_per_unit) - 1):
+            parts = [_ward(d, unit)] + ([_district(d, unit)] if unit.legacy else [])
+            parts.append(_province(d, provinces[unit.province]))
+            text = ", ".join(parts)
+            if d.chance(0.5):
+                text = old_tone_style(text)
+            yield unicodedata.normalize("NFC", _case(d, text))

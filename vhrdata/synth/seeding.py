@@ -13,6 +13,7 @@ WRITER_STREAM = 2
 RENDER_STREAM = 3
 LAYOUT_STREAM = 4
 CAPTURE_STREAM = 5
+CORPUS_STREAM = 6
 
 
 def check_seed(seed: int) -> int:

@@ -16,7 +16,7 @@ from vhrdata.cli.common import setup_logging
 from vhrmodel import __version__
 
 # One module per command group; each defines COMMANDS, a list of click commands.
-COMMAND_MODULES = ["train", "evaluate", "predict", "export", "serve"]
+COMMAND_MODULES = ["train", "evaluate", "predict", "export", "serve", "tune"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -23,10 +23,23 @@ class ArgumentError(click.ClickException):
 LM_NEEDS_BEAM = "--lm is only used by beam search; add --decoder beam (and optionally --beam-width), or drop --lm"
 
 
-def check_lm_decoder(lm: str | None, decoder: str) -> None:
-    """Refuse --lm without --decoder beam (the LM would silently do nothing)."""
+LM_WEIGHT_NEEDS_LM = "--lm-weight weights the character LM; add --lm LM.json (with --decoder beam), or drop --lm-weight"
+LEXICON_NEEDS_BEAM_LM = ("--lexicon snaps the output of beam search with an LM; add --decoder beam --lm LM.json, "
+                         "or drop --lexicon")
+
+
+def check_lm_decoder(lm: str | None, decoder: str, lm_weight: float | None = None,
+                     lexicon: bool | None = None) -> None:
+    """Refuse decoding options that would silently do nothing.
+
+    --lm without --decoder beam, --lm-weight without --lm, and --lexicon without both.
+    """
     if lm is not None and decoder != "beam":
         raise ArgumentError(LM_NEEDS_BEAM)
+    if lm_weight is not None and lm is None:
+        raise ArgumentError(LM_WEIGHT_NEEDS_LM)
+    if lexicon and (lm is None or decoder != "beam"):
+        raise ArgumentError(LEXICON_NEEDS_BEAM_LM)
 
 
 def check_model_path(model: str, option: str = "--model") -> None:

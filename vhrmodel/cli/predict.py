@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from vhrdata.cli.common import LazyProgress, handle_errors
-from vhrmodel.cli.evaluate import load_lm
+from vhrmodel.cli.evaluate import decoding_options, load_lm
 
 OUT_SUFFIXES = (".csv", ".jsonl")
 CSV_COLUMNS = ("path", "text", "confidence", "ms", "error")
@@ -136,13 +136,13 @@ class _Writer:
                    "objects) instead of printing them.")
 @click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
 @click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--lm", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
-              help="Character LM (JSON, e.g. RUN/charlm.json); needs --decoder beam.")
+@decoding_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Lines per model call (ms per line is measured at this batch size).")
 @click.option("--no-warm-up", is_flag=True, help="Count the first call's graph tracing in the first line's time.")
 @handle_errors
-def predict_cmd(model_path, images, recursive, as_json, out_file, decoder, beam_width, lm, batch_size, no_warm_up):
+def predict_cmd(model_path, images, recursive, as_json, out_file, decoder, beam_width, lm, lm_weight, lexicon, batch_size,
+                no_warm_up):
     """Read the text of line images: files, folders of images, or glob patterns.
 
     IMAGES are files, folders (their images, sorted by path; -r for subfolders) or patterns
@@ -159,11 +159,12 @@ def predict_cmd(model_path, images, recursive, as_json, out_file, decoder, beam_
         vhrmodel predict --model work/runs/small/model.keras line1.png line2.png --json
         vhrmodel predict --model starter 'scans/*.png' --out results.csv
         vhrmodel predict --model work/run/model.keras my-lines/images -r --out results.jsonl
+        vhrmodel predict --model work/run/model.keras line.png --decoder beam --lm work/run/charlm.json --lexicon
     """
     from vhrmodel.cli.checks import ArgumentError, check_lm_decoder, check_model_path
 
     # Checked before Keras is imported.
-    check_lm_decoder(lm, decoder)
+    check_lm_decoder(lm, decoder, lm_weight, lexicon)
     if out_file is not None and Path(out_file).suffix.lower() not in OUT_SUFFIXES:
         raise ArgumentError(f"--out {out_file} must end in .csv or .jsonl")
     check_model_path(model_path)
@@ -177,9 +178,11 @@ def predict_cmd(model_path, images, recursive, as_json, out_file, decoder, beam_
         raise click.ClickException(f"none of the {len(items)} inputs is an image to read")
     lm_model = load_lm(lm)
 
+    from vhrmodel.lm import resolve_lexicon
     from vhrmodel.predict import Recognizer
 
-    recognizer = Recognizer(model_path, decoder=decoder, beam_width=beam_width, lm=lm_model)
+    recognizer = Recognizer(model_path, decoder=decoder, beam_width=beam_width, lm=lm_model, lm_weight=lm_weight,
+                            lexicon=resolve_lexicon(lm_model, lexicon))
     if not no_warm_up:
         recognizer.warm_up()
     with_chars = as_json or (out_file is not None and out_file.lower().endswith(".jsonl"))

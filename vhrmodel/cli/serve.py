@@ -7,6 +7,7 @@ import os
 import click
 
 from vhrdata.cli.common import handle_errors
+from vhrmodel.cli.evaluate import decoding_options, load_lm
 
 
 @click.command("serve")
@@ -25,8 +26,12 @@ from vhrdata.cli.common import handle_errors
 @click.option("--token", default=None, help="Require `Authorization: Bearer TOKEN` on the API (default: $VHR_TOKEN).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of an exported model's runtime.")
+@click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
+@click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
+@decoding_options
 @handle_errors
-def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, token, insecure, threads):
+def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, token, insecure, threads,
+              decoder, beam_width, lm, lm_weight, lexicon):
     """Serve a model over HTTP: a JSON API and a web page to upload or draw lines.
 
     POST /v1/recognize takes line images (multipart files, or one raw image body) and answers
@@ -38,15 +43,20 @@ def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upl
 
     \b
         vhrmodel serve --model exports/demo-onnx --port 8000
+        vhrmodel serve --model work/run/model.keras --decoder beam --lm work/run/charlm.json
         curl -F files=@line.png http://127.0.0.1:8000/v1/recognize
     """
+    from vhrmodel.cli.checks import check_lm_decoder
     from vhrmodel.serve import check_bind
 
+    check_lm_decoder(lm, decoder, lm_weight, lexicon)
     token = token or os.environ.get("VHR_TOKEN") or None
     check_bind(host, token, insecure)
+    lm_model = load_lm(lm)
 
     import uvicorn
 
+    from vhrmodel.lm import resolve_lexicon
     from vhrmodel.predict import Recognizer
     from vhrmodel.runtime import open_runtime
     from vhrmodel.serve.app import ServeSettings, create_app
@@ -57,7 +67,8 @@ def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upl
         runtime = open_exported(model_path, threads=threads)
     else:
         runtime = open_runtime(model_path)
-    recognizer = Recognizer(runtime)
+    recognizer = Recognizer(runtime, decoder=decoder, beam_width=beam_width, lm=lm_model, lm_weight=lm_weight,
+                            lexicon=resolve_lexicon(lm_model, lexicon))
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              max_upload_mb=max_upload_mb, token=token)
     app = create_app(recognizer, settings, source=model_path)

@@ -128,11 +128,14 @@ def _augment_config(path: str | None):
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after the epoch in which this many minutes have passed (resume later with --resume).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
+@click.option("--address-lm/--no-address-lm", default=True, show_default=True,
+              help="Build RUN/charlm.json from the training labels plus every administrative unit name "
+                   "(vietnamadminunits); --no-address-lm: the labels alone.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
 @handle_errors
 def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_patience, augment, augment_config, resume, init_from,
               workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, time_limit, no_tensorboard,
-              quiet):
+              address_lm, quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
 
     Writes OUT/model.keras (best val CER), OUT/last.keras (for --resume), OUT/history.csv and
@@ -162,7 +165,8 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
                              augment_config=_augment_config(augment_config), workers=workers, seed=seed,
                              steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
                              reduce_lr_patience=lr_patience,
-                             bn_momentum=bn_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard)
+                             bn_momentum=bn_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard,
+                             address_lm=address_lm)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
     open_store_checked(store, {config.train_split: "training", config.val_split: "validation"})

@@ -1,0 +1,182 @@
+"""Address corpus, LM from labels + corpus, and lexicon snapping (pure functions, no model)."""
+
+import json
+import math
+
+import pytest
+
+from vhrdata.synth.addresses import address_corpus, load_gazetteer
+from vhrmodel.decoding import CharNgramLM
+from vhrmodel.lexicon import Lexicon, SnapSettings, default_lexicon, snap_fields
+from vhrmodel.lm import (
+    DEFAULT_LM_WEIGHT,
+    build_char_lm,
+    read_char_lm,
+    resolve_lexicon,
+    resolve_lm_weight,
+    write_char_lm,
+    write_tuned,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return list(address_corpus(seed=0))
+
+
+def test_corpus_names_every_unit_of_both_sets(corpus):
+    g = load_gazetteer()
+    lines = set(corpus)
+    # Real units of vietnamadminunits, in the database's full words: legacy triples and 2025 pairs.
+    assert "Phường Phúc Xá, Quận Ba Đình, Thành phố Hà Nội" in lines
+    assert "Phường Văn Miếu - Quốc Tử Giám, Thành phố Hà Nội" in lines  # 2025 only
+    assert "Đặc khu Vân Đồn, Tỉnh Quảng Ninh" in lines  # 2025 special zone
+    legacy = [u for by_d in g.legacy.values() for ws in by_d.values() for u in ws]
+    modern = [u for ws in g.modern.values() for u in ws]
+    assert len(corpus) == 2 * (len(legacy) + len(modern))
+    full = {f"{u.ward_full}, {u.district_full}, {u.province_full}" for u in legacy}
+    full |= {f"{u.ward_full}, {u.province_full}" for u in modern}
+    assert full <= lines  # every unit, legacy and new
+    text = "\n".join(corpus)
+    for form in ("P.", "Q.", "TP.HCM", "TX", "H.", "Tp", "Xã", "xã", "Thị trấn", "Huyện Cần Giờ"):
+        assert form in text, form
+    assert any(line.isupper() for line in corpus)  # case variants
+    assert any("Hoà" in line for line in corpus) and any("Hòa" in line for line in corpus)  # tone placement
+
+
+def test_corpus_is_deterministic_for_a_seed(corpus):
+    again = address_corpus(seed=0)
+    assert [next(again) for _ in range(500)] == corpus[:500]
+    other = address_corpus(seed=1)
+    assert [next(other) for _ in range(500)] != corpus[:500]
+    with pytest.raises(ValueError):
+        next(address_corpus(forms_per_unit=0))
+
+
+def test_labels_keep_their_share_of_the_counts():
+    labels = ["ab"] * 3  # 3 lines x 3 events
+    corpus = ["cd"] * 12  # 12 lines x 3 events
+    lm = build_char_lm(labels, corpus, order=2, labels_share=0.75)
+    sources = {s["name"]: s for s in lm.meta["built"]["sources"]}
+    lab, cor = sources["training labels"], sources["vietnamadminunits addresses"]
+    assert (lab["lines"], lab["events"], cor["lines"], cor["events"]) == (3, 9, 12, 36)
+    # labels: 0.75 * 36 = 27, corpus: 0.25 * 9 = 2.25, divided by the smaller
+    assert lab["weight"] == pytest.approx(12.0) and cor["weight"] == 1.0
+    unigrams = lm.counts[0][""]
+    label_mass = unigrams["a"] + unigrams["b"] + 3 * lab["weight"]  # + the labels' end symbols
+    assert label_mass / sum(unigrams.values()) == pytest.approx(0.75)
+    assert lm.meta["built"]["labels_share"] == 0.75 and lm.meta["built"]["order"] == 2
+    # The corpus adds names the labels never contain, the labels still dominate.
+    assert lm.log_prob("c", "d") > lm.log_prob("c", "a")
+    assert lm.log_prob("", "a") > lm.log_prob("", "c")
+
+
+def test_labels_alone_and_share_one_ignore_the_corpus():
+    only = build_char_lm(["ab"], None, order=2)
+    assert [s["name"] for s in only.meta["built"]["sources"]] == ["training labels"]
+    assert only.meta["built"]["sources"][0]["weight"] == 1.0
+    assert build_char_lm(["ab"], ["cd"], order=2, labels_share=1.0).vocab == {"a", "b", CharNgramLM.EOS}
+    with pytest.raises(ValueError):
+        build_char_lm(["ab"], ["cd"], labels_share=0.0)
+
+
+def test_lm_file_records_its_build_and_old_files_still_load(tmp_path):
+    path = write_char_lm(["Quận 1"], tmp_path / "lm.json", order=3, corpus=["Phường Tân Định"], labels_share=0.5)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["meta"]["built"]["order"] == 3
+    assert [s["lines"] for s in data["meta"]["built"]["sources"]] == [1, 1]
+    assert not (tmp_path / "lm.json.tmp").exists()
+    lm = read_char_lm(path)
+    assert resolve_lm_weight(lm, None) == DEFAULT_LM_WEIGHT and resolve_lexicon(lm, None) is False
+    old = tmp_path / "old.json"  # written before "meta" existed
+    old.write_text(json.dumps({"order": 2, "vocab": "ab", "counts": [{"": {"a": 1}}, {"a": {"b": 1}}]}))
+    assert read_char_lm(old).meta == {}
+    assert math.isfinite(read_char_lm(old).score("ab"))
+    not_lm = tmp_path / "x.json"
+    not_lm.write_text("{}")
+    with pytest.raises(ValueError):
+        write_tuned(not_lm, {"lm_weight": 0.1})
+    with pytest.raises(ValueError):
+        read_char_lm(not_lm)
+
+
+def test_tuned_values_become_defaults_unless_given(tmp_path):
+    path = write_char_lm(["ab"], tmp_path / "lm.json", order=2)
+    out = write_tuned(path, {"lm_weight": 0.3, "lexicon": True, "snap": {"min_score": 70.0}}, tmp_path / "t.json")
+    lm = read_char_lm(out)
+    assert lm.meta["built"]["sources"][0]["lines"] == 1  # the build record is kept
+    assert resolve_lm_weight(lm, None) == 0.3 and resolve_lm_weight(lm, 0.0) == 0.0
+    assert resolve_lexicon(lm, None) is True and resolve_lexicon(lm, False) is False
+    assert read_char_lm(path).meta.get("tuned") is None  # the source file is untouched
+
+
+LEX = Lexicon({"ward": ["Tân Định", "Tân Bình", "Bến Nghé"], "district": ["Bình Thạnh", "Gò Vấp"],
+               "province": ["Hồ Chí Minh", "Hà Nội", ("HCM", "Hồ Chí Minh")]})
+
+
+def confidences(text, low=(), value=0.4):
+    """0.99 per character, `value` on the characters of each substring in `low`."""
+    conf = [0.99] * len(text)
+    for part in low:
+        start = text.index(part)
+        conf[start : start + len(part)] = [value] * len(part)
+    return conf
+
+
+def test_snap_fixes_a_low_confidence_misspelled_ward_and_keeps_the_prefix():
+    text = "Số 12 Lê Lợi, P. Tân Đnh, Quận 1, TP Hồ Chí Minh"
+    fixed, snaps = snap_fields(text, confidences(text, ["Đnh"]), LEX)
+    assert fixed == "Số 12 Lê Lợi, P. Tân Định, Quận 1, TP Hồ Chí Minh"
+    assert [(s.field, s.before, s.after) for s in snaps] == [(1, "P. Tân Đnh", "P. Tân Định")]
+    text = "Phường Ben Nghé,Q. Gò Vap"
+    fixed, _ = snap_fields(text, confidences(text, ["Ben", "Vap"]), LEX)
+    assert fixed == "Phường Bến Nghé,Q. Gò Vấp"
+    text = "Gò Vap"  # without a prefix only provinces are candidates
+    assert snap_fields(text, confidences(text, ["Vap"]), LEX) == (text, [])
+    text = "PHƯỜNG TÂN ĐNH"
+    assert snap_fields(text, confidences(text, ["ĐNH"]), LEX)[0] == "PHƯỜNG TÂN ĐỊNH"
+
+
+def test_snap_leaves_a_high_confidence_field_alone():
+    text = "P. Tân Đnh, Hà Nội"
+    assert snap_fields(text, confidences(text), LEX) == (text, [])
+    # "mean" confidence: one weak character among strong ones is not enough.
+    mean = SnapSettings(confidence="mean", max_confidence=0.9)
+    assert snap_fields(text, confidences(text, ["Đ"]), LEX, mean) == (text, [])
+    assert snap_fields(text, confidences(text, ["Đ"]), LEX)[0] == "P. Tân Định, Hà Nội"  # "min" snaps
+
+
+def test_snap_refuses_an_ambiguous_match():
+    text = "Phường Tân Đình"  # as close to "Tân Định" as to "Tân Bình"
+    assert snap_fields(text, confidences(text, ["Tân Đình"]), LEX) == (text, [])
+    assert snap_fields(text, confidences(text, ["Tân Đình"]), LEX, SnapSettings(min_margin=0))[0] != text
+
+
+def test_snap_keeps_unknown_numbered_and_short_fields():
+    text = "Thôn Đông, Phường 3, Quận 5, Xã Lạ Lùng Quá, Hà Nộ"
+    conf = [0.1] * len(text)
+    assert snap_fields(text, conf, LEX, SnapSettings(min_chars=5)) == (text, [])  # "Hà Nộ" has 4 letters
+    assert snap_fields(text, conf, LEX)[0] == "Thôn Đông, Phường 3, Quận 5, Xã Lạ Lùng Quá, Hà Nội"
+    assert snap_fields("", [], LEX) == ("", [])
+    with pytest.raises(ValueError):
+        snap_fields("abc", [0.5], LEX)
+
+
+def test_snap_counts_spellings_of_one_name_as_one():
+    # "HCM" and "Hồ Chí Minh" are one province: no margin problem, the written form closest wins.
+    text = "Quận 1, HCN"
+    assert snap_fields(text, confidences(text, ["HCN"]), LEX, SnapSettings(min_chars=3, min_score=60))[0] == \
+        "Quận 1, HCM"
+
+
+def test_default_lexicon_knows_real_units_of_both_sets():
+    lex = default_lexicon()
+    for name in ("Phúc Xá", "Văn Miếu - Quốc Tử Giám", "Vân Đồn"):
+        assert name in lex.forms["ward"]
+    assert "Cần Giờ" in lex.forms["district"] and "Hồ Chí Minh" in lex.forms["province"]
+    assert "Hoà Bình" in lex.forms["province"]  # old tone placement too
+    text = "Phường Văn Miếu - Quốc Tử Giam, Hà Nội"
+    assert snap_fields(text, confidences(text, ["Giam"]), lex)[0] == "Phường Văn Miếu - Quốc Tử Giám, Hà Nội"
+    assert SnapSettings.from_dict(SnapSettings().to_dict()) == SnapSettings()
+    with pytest.raises(ValueError):
+        SnapSettings.from_dict({"min_scor": 3})

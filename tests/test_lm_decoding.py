@@ -1,0 +1,175 @@
+"""The address LM, the lexicon and tune-lm through Recognizer, predict, evaluate and tune-lm (tiny model)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from vhrmodel_fixtures import TEXTS
+
+from vhrdata.records import read_records
+from vhrdata.store import open_store
+from vhrmodel.artifact import save_model
+from vhrmodel.cli import main
+from vhrmodel.lexicon import Lexicon, SnapSettings, snap_fields
+from vhrmodel.lm import read_char_lm, write_char_lm, write_tuned
+from vhrmodel.predict import Recognizer
+from vhrmodel.presets import build_model
+from vhrmodel.tune import tune_lm
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_file(line_store, tmp_path_factory):
+    """A tiny model with the store's charset and settings (random weights: fast, and wrong)."""
+    store = open_store(line_store)
+    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
+    return save_model(model, tmp_path_factory.mktemp("lm_model") / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def lm_file(tmp_path_factory):
+    """Labels plus a few address lines (the whole corpus is tested in test_lexicon)."""
+    corpus = ["Phường Tân Định, Quận 1, Thành phố Hồ Chí Minh", "Xã Đất Mũi, Tỉnh Cà Mau"]
+    return write_char_lm(TEXTS, tmp_path_factory.mktemp("lm") / "charlm.json", order=3, corpus=corpus)
+
+
+@pytest.fixture(scope="module")
+def test_images(line_store):
+    df = read_records(open_store(line_store).index["build"]["records"])
+    return list(df[df["split"] == "test"]["path"])[:3]
+
+
+def one_line_error(result):
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_tune_lm_refuses_test_splits(model_file, line_store, lm_file):
+    for split in ("test", "test-camera"):
+        result = run("tune-lm", "--model", model_file, "--store", line_store, "--split", split, "--lm", lm_file)
+        assert result.exit_code == 2
+        assert "never tunes on a test split" in one_line_error(result)
+    with pytest.raises(ValueError, match="never tunes"):
+        tune_lm(model_file, line_store, lm_file, split="test")
+
+
+def test_decoding_options_that_make_no_sense_are_refused(model_file, line_store, lm_file, test_images, tmp_path):
+    cases = [
+        (["--lexicon"], "--lexicon snaps"),
+        (["--lm", lm_file, "--lexicon"], "--decoder beam"),  # the LM needs beam first
+        (["--decoder", "beam", "--lexicon"], "--lexicon snaps"),
+        (["--lm-weight", "0.3"], "--lm-weight weights"),
+        (["--decoder", "beam", "--lm-weight", "0.3"], "--lm-weight weights"),
+    ]
+    for extra, needle in cases:
+        by_predict = run("predict", "--model", model_file, test_images[0], *extra)
+        by_evaluate = run("evaluate", "--model", model_file, "--store", line_store, "--out", tmp_path / "e", *extra)
+        for result in (by_predict, by_evaluate):
+            assert result.exit_code == 2 and needle in one_line_error(result), (extra, result.output)
+
+
+def test_tune_lm_writes_the_values_predict_then_uses(model_file, line_store, lm_file, test_images, tmp_path):
+    tuned_path = tmp_path / "tuned.json"
+    result = run("tune-lm", "--model", model_file, "--store", line_store, "--split", "val", "--lm", lm_file,
+                 "--out", tuned_path, "--weights", "0.3", "--beam-width", "3")
+    assert result.exit_code == 0, result.output
+    settings_lines = [x for x in result.output.splitlines() if x.startswith("lm_weight ")]
+    assert len(settings_lines) == 1 + 4 * 3 * 4  # the weight, then every lexicon setting of the grid
+    assert settings_lines[0].startswith("lm_weight 0.30 · no lexicon · CER ")
+    assert f"wrote {tuned_path}" in result.output
+    tuned = json.loads(tuned_path.read_text(encoding="utf-8"))["meta"]["tuned"]
+    assert tuned["lm_weight"] == 0.3 and tuned["tuned_on"]["split"] == "val"
+    assert tuned["tuned_on"]["lines"] == len(TEXTS)
+    assert "lexicon" in tuned and SnapSettings.from_dict(tuned["snap"])  # a usable setting either way
+    assert read_char_lm(lm_file).meta.get("tuned") is None  # --out leaves the source alone
+    assert not tuned_path.with_name("tuned.json.tmp").exists()
+
+    lm = read_char_lm(tuned_path)
+    assert Recognizer(model_file, decoder="beam", beam_width=3, lm=lm).lm_weight == 0.3
+    assert Recognizer(model_file, decoder="beam", beam_width=3, lm=lm, lm_weight=0.0).lm_weight == 0.0
+    expected = Recognizer(model_file, decoder="beam", beam_width=3, lm=lm, lm_weight=0.3,
+                          lexicon=tuned["lexicon"]).recognize(test_images)
+    out = run("predict", "--model", model_file, *test_images, "--decoder", "beam", "--beam-width", "3",
+              "--lm", tuned_path, "--json", "--no-warm-up")
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(x) for x in out.output.splitlines() if x.startswith("{")]
+    assert [r["text"] for r in rows] == [p.text for p in expected]
+
+
+def test_tune_lm_library_picks_the_lowest_cer_and_replaces_the_file(model_file, line_store, tmp_path):
+    path = write_char_lm(TEXTS, tmp_path / "charlm.json", order=3)
+    result = tune_lm(model_file, line_store, path, weights=(0.0, 1.0), snap_grid={}, beam_width=3)
+    rows = result["rows"]
+    assert [r["lm_weight"] for r in rows] == [0.0, 1.0] and all(r["lexicon"] is None for r in rows)
+    best = min(rows, key=lambda r: r["cer"])
+    tuned = read_char_lm(path).meta["tuned"]
+    assert tuned["lm_weight"] == best["lm_weight"] and tuned["lexicon"] is False and "snap" not in tuned
+    assert result["path"] == str(path)
+
+
+def test_recognizer_lexicon_snaps_a_low_confidence_field(model_file):
+    rec = Recognizer(model_file, decoder="beam", lexicon=True)
+    assert rec.snap == SnapSettings()
+    logits = np.zeros((2, 40, len(rec.charset) + 1), np.float32)
+    lengths = np.array([40, 40])
+    texts = ["Ha Nội", "Ha Nội"]  # (the fixtures' charset has no comma: one field per line)
+    per_char = [[0.99] + [0.3] * 5, [0.99] * 6]  # the second line was read confidently
+    out, confs = rec.apply_lexicon(texts, [0.5, 0.5], logits, lengths, char_confs=per_char)
+    assert out == ["Hà Nội", "Ha Nội"]
+    assert confs[1] == 0.5 and 0 < confs[0] <= 1  # the changed line's confidence is recomputed
+    # A snap that would write a character the model cannot emit is not made.
+    assert "-" not in rec.charset
+    rec.lexicon = Lexicon({"province": ["Hà-Nội"]})
+    assert snap_fields("Hà Nội", [0.3] * 6, rec.lexicon)[0] == "Hà-Nội"
+    out, _ = rec.apply_lexicon(["Hà Nội"], [0.5], logits[:1], lengths[:1], char_confs=[[0.3] * 6])
+    assert out == ["Hà Nội"]
+
+
+def test_evaluate_with_beam_lm_and_lexicon_end_to_end(model_file, line_store, lm_file, tmp_path):
+    out = tmp_path / "eval"
+    result = run("evaluate", "--model", model_file, "--store", line_store, "--split", "test", "--out", out,
+                 "--decoder", "beam", "--beam-width", "3", "--lm", lm_file, "--lexicon", "--worst", "2")
+    assert result.exit_code == 0, result.output
+    assert "beam 3 · LM weight 0.5 · lexicon on" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["lm"] is True and metrics["lm_weight"] == 0.5 and metrics["lexicon"] == SnapSettings().to_dict()
+    assert "lexicon" in (out / "metrics.md").read_text()
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == len(TEXTS)
+
+    # A tuned LM that chose the lexicon turns it on without --lexicon; --no-lexicon turns it off.
+    tuned = write_tuned(lm_file, {"lm_weight": 0.2, "lexicon": True, "snap": {"min_score": 70.0}},
+                        tmp_path / "tuned.json")
+    result = run("evaluate", "--model", model_file, "--store", line_store, "--split", "test", "--out", tmp_path / "t",
+                 "--decoder", "beam", "--beam-width", "3", "--lm", tuned)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["lm_weight"] == 0.2 and metrics["lexicon"]["min_score"] == 70.0
+    result = run("evaluate", "--model", model_file, "--store", line_store, "--split", "test", "--out", tmp_path / "n",
+                 "--decoder", "beam", "--beam-width", "3", "--lm", tuned, "--no-lexicon", "--lm-weight", "0.7")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "n" / "metrics.json").read_text())
+    assert metrics["lm_weight"] == 0.7 and metrics["lexicon"] is None
+
+
+def test_train_writes_the_labels_plus_address_corpus_lm(line_store, tmp_path):
+    from vhrmodel.config import TrainConfig
+    from vhrmodel.lm import ADDRESS_CORPUS, LABELS_SHARE
+    from vhrmodel.train import _write_run_lm
+
+    store = open_store(line_store)
+    built = read_char_lm(_write_run_lm(store, TrainConfig(), tmp_path / "charlm.json")).meta["built"]
+    assert [s["name"] for s in built["sources"]] == ["training labels", ADDRESS_CORPUS]
+    assert built["sources"][0]["lines"] == len(TEXTS) and built["labels_share"] == LABELS_SHARE
+    from vhrdata.synth.addresses import load_gazetteer
+
+    g = load_gazetteer()
+    units = sum(len(ws) for by_d in g.legacy.values() for ws in by_d.values()) + sum(map(len, g.modern.values()))
+    assert built["sources"][1]["lines"] == 2 * units and built["order"] == 5
+    alone = read_char_lm(_write_run_lm(store, TrainConfig(address_lm=False), tmp_path / "labels.json"))
+    assert [s["name"] for s in alone.meta["built"]["sources"]] == ["training labels"]

@@ -1,0 +1,159 @@
+"""Tune beam-search decoding on val: `tune_lm()` behind `vhrmodel tune-lm`.
+
+The model runs once over the split; then every LM weight of `weights` is tried with beam search
+(without the lexicon), and with the best weight's lines every lexicon setting of `snap_grid`.
+The chosen values go into the LM file's "tuned" record (`vhrmodel.lm`), which `predict`,
+`evaluate` and `serve` then use as defaults. Ties go to the earlier setting (the smaller weight;
+no lexicon unless it lowers the CER).
+
+The test split is never tuned on: any split named "test" or "test-..." is refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from vhrdata.errors import StoreError
+
+#: LM weights tried by default.
+DEFAULT_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
+#: Lexicon thresholds tried by default (each combination, with confidence "min").
+DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 6.0, 10.0),
+                     "max_confidence": (0.5, 0.7, 0.9, 1.01)}
+
+TEST_REFUSED = "tune-lm never tunes on a test split ({split!r}); tune on --split val and report test with evaluate"
+
+
+def check_tune_split(split: str) -> None:
+    """Refuse test splits ("test", "test-camera" ...).
+
+    Raises:
+        ValueError: with `TEST_REFUSED`.
+    """
+    if split == "test" or split.startswith("test-") or split.startswith("test_"):
+        raise ValueError(TEST_REFUSED.format(split=split))
+
+
+def snap_settings_grid(grid: dict[str, Sequence[float]] | None = None) -> list:
+    """Every `SnapSettings` of a {field: values} grid (default `DEFAULT_SNAP_GRID`)."""
+    from vhrmodel.lexicon import SnapSettings
+
+    grid = DEFAULT_SNAP_GRID if grid is None else grid
+    keys = list(grid)
+    return [SnapSettings(**dict(zip(keys, values))) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def tune_lm(
+    model_path,
+    store_path: str | Path,
+    lm_path: str | Path,
+    *,
+    split: str = "val",
+    out: str | Path | None = None,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    snap_grid: dict[str, Sequence[float]] | None = None,
+    lexicon=None,
+    beam_width: int = 10,
+    batch_size: int = 16,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Grid-search the LM weight and the lexicon thresholds on a split; store them in the LM file.
+
+    Args:
+        model_path: a model file, export folder or "starter".
+        store_path: the store; its preprocessing must be the model's.
+        lm_path: the LM file (`RUN/charlm.json`).
+        split: the split to tune on (never a test split).
+        out: where to write the tuned LM; default `lm_path` itself (replaced atomically).
+        weights: LM weights to try.
+        snap_grid: lexicon thresholds to try ({SnapSettings field: values}); default
+            `DEFAULT_SNAP_GRID`; {} skips the lexicon.
+        lexicon: the `vhrmodel.lexicon.Lexicon`; default the vietnamadminunits one.
+        beam_width: beams kept.
+        batch_size: lines per model call.
+        callback: called with each result row ({"lm_weight", "lexicon", "cer"}) as it is measured.
+
+    Returns:
+        {"tuned": the record written, "rows": every setting with its CER, "path": the file}.
+
+    Raises:
+        ValueError: a test split, no weights, or `lm_path` is not an LM file.
+        StoreError: the store lacks the split or was preprocessed differently.
+    """
+    from vhrdata.store import open_store
+    from vhrmodel.lm import read_char_lm, write_tuned
+    from vhrmodel.metrics import cer, normalize_text
+    from vhrmodel.predict import Recognizer
+
+    check_tune_split(split)
+    if not weights:
+        raise ValueError("weights must hold at least one LM weight")
+    store = open_store(store_path)
+    lm = read_char_lm(lm_path)
+    recognizer = Recognizer(model_path, decoder="beam", beam_width=beam_width, lm=lm, lm_weight=0.0)
+    if recognizer.settings != store.settings:
+        raise StoreError(f"store {store_path} was preprocessed differently from the model's training data "
+                         f"({'; '.join(recognizer.settings.diff(store.settings))})")
+    try:
+        ds = store.split(split)
+    except (KeyError, ValueError, StoreError):
+        raise StoreError(f"store {store_path} has no {split!r} lines; choose another --split") from None
+    batches, refs = [], []
+    for b in ds.batches(batch_size=batch_size, shuffle=False):
+        images = [b.images[i, :, : int(b.widths[i])] for i in range(len(b.texts))]
+        logits, lengths = recognizer.logits(images)
+        batches.append((logits, lengths))
+        refs.extend(normalize_text(t) for t in b.texts)
+    if not refs:
+        raise StoreError(f"store {store_path} has no {split!r} lines; choose another --split")
+
+    def emit(row):
+        rows.append(row)
+        if callback is not None:
+            callback(row)
+
+    rows: list[dict[str, Any]] = []
+    decoded: dict[float, list[tuple[list[str], list[float]]]] = {}
+    for w in weights:
+        recognizer.lm_weight = float(w)
+        decoded[w] = [recognizer.decode(logits, lengths) for logits, lengths in batches]
+        hyps = [normalize_text(t) for texts, _ in decoded[w] for t in texts]
+        emit({"lm_weight": float(w), "lexicon": None, "cer": cer(refs, hyps)})
+    best = min(rows, key=lambda r: r["cer"])  # min keeps the first of equal CERs
+    best_weight, best_cer = best["lm_weight"], best["cer"]
+
+    chosen_snap, use_lexicon = None, False
+    settings_list = snap_settings_grid(snap_grid) if snap_grid != {} else []
+    if settings_list:
+        if lexicon is None:
+            from vhrmodel.lexicon import default_lexicon
+
+            lexicon = default_lexicon()
+        recognizer.lexicon = lexicon
+        lines = decoded[next(w for w in weights if float(w) == best_weight)]
+        char_confs = [[recognizer.char_confidences(t, logits[i], int(lengths[i])) if t else [] for i, t in enumerate(texts)]
+                      for (texts, _), (logits, lengths) in zip(lines, batches)]
+        for snap in settings_list:
+            hyps = []
+            for (texts, confs), (logits, lengths), per_char in zip(lines, batches, char_confs):
+                snapped, _ = recognizer.apply_lexicon(texts, confs, logits, lengths, snap=snap, char_confs=per_char)
+                hyps.extend(normalize_text(t) for t in snapped)
+            row = {"lm_weight": best_weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)}
+            emit(row)
+            if row["cer"] < best_cer:
+                best_cer, chosen_snap, use_lexicon = row["cer"], snap, True
+        if chosen_snap is None:
+            chosen_snap = type(settings_list[0])()  # the documented defaults, for a later --lexicon
+    tuned = {
+        "lm_weight": best_weight,
+        "lexicon": use_lexicon,
+        "snap": chosen_snap.to_dict() if chosen_snap is not None else None,
+        "tuned_on": {"model": str(model_path), "store": str(store_path), "split": split, "lines": len(refs),
+                     "beam_width": int(beam_width), "cer": best_cer},
+    }
+    if tuned["snap"] is None:
+        del tuned["snap"]
+    path = write_tuned(lm_path, tuned, out)
+    return {"tuned": tuned, "rows": rows, "path": str(path)}
