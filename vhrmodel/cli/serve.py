@@ -44,7 +44,9 @@ def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upl
 
     token = token or os.environ.get("VHR_TOKEN") or None
     check_bind(host, token, insecure)
+    from vhrmodel.extras import require
 
+    require(["fastapi", "uvicorn", "multipart"], "serve", "`vhrmodel serve`")
     import uvicorn
 
     from vhrmodel.predict import Recognizer
