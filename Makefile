@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	@bash scripts/make_venv.sh "$(PYTHON)" "$(VENV)"
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[test,jax,export,serve,lite,browser]'
+	$(BIN)/pip install --quiet -e '.[train,test,jax,export,serve,lite,browser]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

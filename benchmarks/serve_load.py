@@ -65,6 +65,7 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float) -> d
     import httpx
 
     latencies: list[float] = []
+    batch_sizes: list[int] = []
     errors: dict[str, int] = {}
     deadline = time.monotonic() + seconds
 
@@ -78,6 +79,7 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float) -> d
                 r = await http.post(url + "/v1/recognize", content=data, headers={"Content-Type": "image/png"})
                 if r.status_code == 200:
                     latencies.append((time.perf_counter() - t0) * 1000.0)
+                    batch_sizes.append(int(r.json()["results"][0].get("batch_size", 1)))
                 else:
                     errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
             except httpx.HTTPError as ex:
@@ -92,6 +94,7 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float) -> d
         "lines": len(latencies), "seconds": round(elapsed, 2), "lines_per_s": round(len(latencies) / elapsed, 2),
         "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95), "p99_ms": percentile(latencies, 99),
         "errors": sum(errors.values()), "errors_by_kind": errors,
+        "mean_batch_size": round(sum(batch_sizes) / len(batch_sizes), 2) if batch_sizes else None,
     }
 
 

@@ -157,3 +157,60 @@ def test_beam_candidate_limit_keeps_results_on_peaked_frames():
     greedy = ctc_greedy_decode(logits, cs)
     assert ctc_beam_decode(logits, cs, beam_width=8, max_candidates=2) == greedy
     assert ctc_beam_decode(logits, cs, beam_width=8, max_candidates=1) == greedy
+
+
+def _char_spans_reference(lp, ids):
+    """The frame-by-frame, state-by-state Viterbi alignment that `ctc_char_spans` vectorises."""
+    lp = np.asarray(lp, np.float64)
+    ext = [0]
+    for i in ids:
+        ext += [i, 0]
+    t_max, s_len, neg = lp.shape[0], len(ext), -np.inf
+    score = np.full((t_max, s_len), neg)
+    back = np.zeros((t_max, s_len), np.int8)
+    score[0, 0] = lp[0, ext[0]]
+    score[0, 1] = lp[0, ext[1]]
+    for t in range(1, t_max):
+        prev = score[t - 1]
+        for s in range(s_len):
+            best, step = prev[s], 0
+            if s >= 1 and prev[s - 1] > best:
+                best, step = prev[s - 1], 1
+            if s >= 2 and ext[s] != 0 and ext[s] != ext[s - 2] and prev[s - 2] > best:
+                best, step = prev[s - 2], 2
+            if best > neg:
+                score[t, s] = best + lp[t, ext[s]]
+                back[t, s] = step
+    end = s_len - 1 if score[-1, s_len - 1] >= score[-1, s_len - 2] else s_len - 2
+    if not np.isfinite(score[-1, end]):
+        return None
+    states, s = np.zeros(t_max, np.int64), end
+    for t in range(t_max - 1, -1, -1):
+        states[t] = s
+        s -= int(back[t, s])
+    out = []
+    for k, char_id in enumerate(ids):
+        frames = np.nonzero(states == 2 * k + 1)[0]
+        start, stop = int(frames[0]), int(frames[-1]) + 1
+        out.append((start, stop, float(np.exp(lp[start:stop, char_id].max()))))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_char_spans_match_the_state_by_state_alignment(seed):
+    from vhrmodel.decoding import ctc_char_spans, log_softmax
+
+    rng = np.random.default_rng(seed)
+    t, c = int(rng.integers(3, 60)), int(rng.integers(2, 7))
+    logits = rng.normal(0, 3, (t, c))
+    if seed % 3 == 0:  # coarse values: many ties between predecessors
+        logits = np.round(logits)
+    lp = log_softmax(logits)
+    if seed % 2:  # a decoder's own output
+        best = logits.argmax(-1)
+        ids = [int(k) for j, k in enumerate(best) if k != 0 and (j == 0 or best[j - 1] != k)] or [1]
+    else:
+        ids = [int(i) for i in rng.integers(1, c, int(rng.integers(1, max(2, t // 2))))]
+    expected = _char_spans_reference(lp, ids)
+    if expected is not None:
+        assert ctc_char_spans(lp, ids) == expected

@@ -6,20 +6,10 @@ import sys
 import textwrap
 
 import pytest
-from vhrmodel_fixtures import TEXTS
+from vhrmodel_fixtures import BLOCKER, TEXTS
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[lite]')")
 pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (pip install '.[export]')")
-
-BLOCKER = textwrap.dedent("""
-    import importlib.abc, sys
-    BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "jax", "jaxlib")
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in the light-install test")
-    sys.meta_path.insert(0, Blocker())
-""")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ so val CER measures how well the model fits its 16 training lines.
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,16 @@ TEXTS = [
     "Bà Rịa", "Quận 7", "Sơn La", "Hải Dương", "Long An", "Bến Tre", "Lào Cai", "Cà Mau",
 ]
 HEIGHT = 32
+# Prepended to a `python -c` program: TensorFlow, Keras, tf2onnx and JAX cannot be imported (a light install).
+BLOCKER = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "jax", "jaxlib")
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in the light-install test")
+    sys.meta_path.insert(0, Blocker())
+""")
 
 
 def font(size: int = 26) -> ImageFont.FreeTypeFont:

@@ -184,7 +184,11 @@ def load_model(path: str | Path, compile: bool = False):
 
     Raises:
         ModelFileError: see `verify_model_file`, or Keras cannot rebuild the model.
+        MissingDependencyError: Keras (or its backend) is not installed.
     """
+    from vhrmodel.extras import require_keras
+
+    require_keras(f"reading the Keras model {path}")
     import keras
 
     import vhrmodel.losses  # noqa: F401  (registers CTCLoss for compiled models)

@@ -397,22 +397,32 @@ def ctc_char_spans(log_probs: np.ndarray, ids: Sequence[int]) -> list[tuple[int,
         ext += [i, 0]
     s_len = len(ext)
     neg = -np.inf
+    ext_arr = np.asarray(ext, np.int64)
+    # The skip s-2 -> s is allowed into a character that differs from the one two states back.
+    skip = np.zeros(s_len, bool)
+    skip[2:] = (ext_arr[2:] != 0) & (ext_arr[2:] != ext_arr[:-2])
+    emit = lp[:, ext_arr]  # [T, S]
     score = np.full((t_max, s_len), neg)
     back = np.zeros((t_max, s_len), np.int8)  # how far back the predecessor state is (0, 1 or 2)
-    score[0, 0] = lp[0, ext[0]]
+    score[0, 0] = emit[0, 0]
     if s_len > 1:
-        score[0, 1] = lp[0, ext[1]]
+        score[0, 1] = emit[0, 1]
+    prev1 = np.full(s_len, neg)
+    prev2 = np.full(s_len, neg)
     for t in range(1, t_max):
+        # One frame for all states at once; ties keep the nearer predecessor (stay, then 1, then 2 back).
         prev = score[t - 1]
-        for s in range(s_len):
-            best, step = prev[s], 0
-            if s >= 1 and prev[s - 1] > best:
-                best, step = prev[s - 1], 1
-            if s >= 2 and ext[s] != 0 and ext[s] != ext[s - 2] and prev[s - 2] > best:
-                best, step = prev[s - 2], 2
-            if best > neg:
-                score[t, s] = best + lp[t, ext[s]]
-                back[t, s] = step
+        prev1[1:] = prev[:-1]
+        prev2[2:] = np.where(skip[2:], prev[:-2], neg)
+        best = prev.copy()
+        step = np.zeros(s_len, np.int8)
+        take = prev1 > best
+        best[take], step[take] = prev1[take], 1
+        take = prev2 > best
+        best[take], step[take] = prev2[take], 2
+        alive = best > neg
+        score[t, alive] = best[alive] + emit[t, alive]
+        back[t, alive] = step[alive]
     end = s_len - 1 if s_len == 1 or score[-1, s_len - 1] >= score[-1, s_len - 2] else s_len - 2
     if not np.isfinite(score[-1, end]):
         # Too few frames for the text (cannot happen for a decoder's own output): spread evenly.

@@ -13,3 +13,7 @@ class TrainingError(VhrError):
 
 class ExportError(VhrError):
     """A model cannot be exported to the requested format."""
+
+
+class MissingDependencyError(VhrError):
+    """An optional dependency the request needs is not installed (see `vhrmodel.extras`)."""

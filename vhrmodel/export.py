@@ -38,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vhrmodel.errors import ExportError, ModelFileError
+from vhrmodel.extras import LITE_HINT, require_keras
 
 MANIFEST = "vhr-model.json"
 EXPORT_VERSION = 1
@@ -47,7 +48,6 @@ ARTIFACTS = {"saved_model": "saved_model", "litert": "model.tflite", "onnx": "mo
 RUNTIMES = {"saved_model": "tensorflow", "litert": "ai-edge-litert", "onnx": "onnxruntime"}
 # Which quantisations each format offers.
 SUPPORTED = {"saved_model": ("none",), "litert": ("none", "dynamic", "int8"), "onnx": ("none", "dynamic")}
-LITE_HINT = "install the light runtime with `pip install 'vhr[lite]'`"
 
 
 # ---------------------------------------------------------------- hashes and manifest
@@ -154,11 +154,15 @@ class OnnxRuntime(_ExportedRuntime):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelFileError(f"{folder} is an ONNX export and onnxruntime is not installed; {LITE_HINT}") from None
+            raise ModelFileError(f"{folder} is an ONNX export and onnxruntime is not installed; "
+                                 f"install the light runtime with `{LITE_HINT}`") from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: in a server the event loop and the
+        # image decoding threads need those cores between model calls.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.artifact), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
@@ -188,7 +192,7 @@ class LiteRTRuntime(_ExportedRuntime):
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise ModelFileError(f"{folder} is a LiteRT export and ai-edge-litert is not installed; "
-                                 "`pip install ai-edge-litert`") from None
+                                 f"`{LITE_HINT}`") from None
         try:
             self.interpreter = Interpreter(model_path=str(self.artifact), num_threads=threads or None)
         except Exception as ex:
@@ -390,6 +394,7 @@ def export_model(
         if not (out / MANIFEST).is_file():
             raise ExportError(f"{out} holds files that are not an export; refusing to replace them")
 
+    require_keras("exporting a model", training=True)
     from vhrmodel.artifact import file_sha256, load_model, verify_model_file
     from vhrdata.preprocess import PreprocessSettings
 

@@ -47,11 +47,15 @@ def check_model_path(model: str, option: str = "--model") -> None:
 
     Raises:
         ModelFileError: it does not exist, is a folder without an export, or (starter) is not shipped.
+        MissingDependencyError: it is a Keras model file and Keras is not installed.
     """
+    from vhrmodel.extras import require_keras
+
     if model == "starter":
         from vhrmodel.starter import starter_path
 
         starter_path()
+        require_keras(f"{option} starter (a Keras model)")
         return
     path = Path(model)
     if path.is_dir():
@@ -64,6 +68,7 @@ def check_model_path(model: str, option: str = "--model") -> None:
         return
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist; train one with `vhrmodel train`, or use {option} starter")
+    require_keras(f"{option} {path} (a Keras model)")
 
 
 def open_store_checked(store_path: str, splits: dict[str, str]):

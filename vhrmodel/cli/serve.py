@@ -53,7 +53,9 @@ def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upl
     token = token or os.environ.get("VHR_TOKEN") or None
     check_bind(host, token, insecure)
     lm_model = load_lm(lm)
+    from vhrmodel.extras import require
 
+    require(["fastapi", "uvicorn", "multipart"], "serve", "`vhrmodel serve`")
     import uvicorn
 
     from vhrmodel.lm import resolve_lexicon

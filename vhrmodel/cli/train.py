@@ -157,6 +157,10 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
 
     from vhrmodel.cli.checks import check_model_path, open_store_checked
     from vhrmodel.config import TrainConfig, check_run_folder
+    from vhrmodel.extras import require_keras
+
+    # A light install (no Keras) is told what to install before anything else is checked.
+    require_keras("`vhrmodel train`", training=True)
 
     # Everything that can be wrong with the request is found here, before Keras is imported.
     check_run_folder(out, resume, init_from)

@@ -21,6 +21,9 @@ origin.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -169,13 +172,27 @@ def create_app(recognizer, settings: ServeSettings | None = None, source: str | 
     batcher = MicroBatcher(lambda items: recognize_prepared(recognizer, items), max_batch=settings.max_batch,
                            max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue)
 
+    # Image checks and preprocessing run in a pool as large as the machine's cores, not in
+    # Starlette's 40-thread pool: more threads than cores only contend for the GIL, and each
+    # thread that allocates gets a malloc arena of its own, which kept the RSS growing under load.
+    prepare_pool: list[concurrent.futures.ThreadPoolExecutor] = []
+
     @asynccontextmanager
     async def lifespan(app):
         if settings.warm_up:
             await run_in_threadpool(recognizer.warm_up)
+        prepare_pool.append(concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="vhr-prepare"))
         batcher.start()
         yield
         await batcher.stop()
+        prepare_pool.pop().shutdown(wait=False)
+
+    async def prepare(data: bytes, name: str) -> tuple[np.ndarray, int, float]:
+        if not prepare_pool:  # the app runs without its lifespan (some test clients)
+            return await run_in_threadpool(_check_and_prepare, recognizer, data, name, settings.limits)
+        return await asyncio.get_running_loop().run_in_executor(
+            prepare_pool[0], _check_and_prepare, recognizer, data, name, settings.limits)
 
     app = FastAPI(title="vhr line recogniser", version=__version__, lifespan=lifespan,
                   description="Handwritten Vietnamese text-line recognition. POST line images to /v1/recognize.")
@@ -267,7 +284,7 @@ def create_app(recognizer, settings: ServeSettings | None = None, source: str | 
         images = await uploaded_images(request)
         prepared = []
         for name, data in images:
-            prepared.append(await run_in_threadpool(_check_and_prepare, recognizer, data, name, settings.limits))
+            prepared.append(await prepare(data, name))
         try:
             results = await batcher.submit_many(prepared)
         except QueueFull as ex:
