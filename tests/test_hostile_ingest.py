@@ -308,7 +308,7 @@ def _snapshot(out: Path) -> dict:
 
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk full"), (errno.EIO, "I/O error")])
 @pytest.mark.parametrize("target", ["vhrdata.ingest.write_records", "vhrdata.ingest.write_quarantine",
-                                    "vhrdata.ingest._write_report", "vhrdata.ingest._fsync"])
+                                    "vhrdata.ingest._write_report", "vhrdata.ingest.fsync_path"])
 def test_write_error_keeps_the_previous_output(tmp_path, monkeypatch, code, words, target):
     src = kalapa(tmp_path / "src", ["w1/0.jpg\tSố 1", "w1/1.jpg\tSố 2", "w1/missing.jpg\tSố 3"])
     out = tmp_path / "out"

@@ -29,6 +29,7 @@ from vhrdata.images import ImageCheck, SizeLimits, check_image
 from vhrdata.quarantine import QUARANTINE_FILE, QuarantineItem, Reason, write_quarantine
 from vhrdata.raw_formats import DEFAULT_MAX_FILE_BYTES, RawItem, check_source_file, open_layout
 from vhrdata.records import (
+    fsync_path,
     COLUMNS,
     COMMIT_DIR,
     INGEST_FILE,
@@ -148,14 +149,6 @@ def _listdir(d: Path) -> list[str]:
         return []
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_report(report: dict, path: Path) -> None:
     path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
@@ -184,7 +177,7 @@ def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], repo
         what = INGEST_FILE
         _write_report(report, tmp / INGEST_FILE)
         for name in (RECORDS_FILE, QUARANTINE_FILE, INGEST_FILE):
-            _fsync(tmp / name)
+            fsync_path(tmp / name)
     except OSError as ex:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(ex, out, what) from None

@@ -212,8 +212,9 @@ def lock_records_folder(directory: str | Path, wait_s: float = 0.0) -> int | Non
         ) from None
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's contents (a folder: its entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -234,9 +235,9 @@ def commit_staged(directory: Path, staged: Path, stale: tuple[str, ...] = ()) ->
     """
     commit = directory / COMMIT_DIR
     (staged / ".stale").write_text("\n".join(stale), encoding="utf-8")
-    _fsync_dir(staged)
+    fsync_path(staged)
     os.rename(staged, commit)
-    _fsync_dir(directory)
+    fsync_path(directory)
     _finish(directory)
 
 
@@ -249,12 +250,12 @@ def _finish(directory: Path) -> None:
     for name in COMMIT_ORDER:
         if (commit / name).exists():
             os.replace(commit / name, directory / name)
-    _fsync_dir(directory)
+    fsync_path(directory)
     marker.unlink(missing_ok=True)
     for leftover in commit.iterdir():
         leftover.unlink()
     commit.rmdir()
-    _fsync_dir(directory)
+    fsync_path(directory)
 
 
 def finish_interrupted_commit(directory: str | Path) -> None:
