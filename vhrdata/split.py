@@ -43,15 +43,21 @@ GROUPS = ("writer", "image")
 
 
 def parse_ratios(value: str | tuple | list) -> tuple[float, float, float]:
-    """'0.8,0.1,0.1' (or a sequence) → three non-negative ratios summing to 1."""
+    """'0.8,0.1,0.1' (or a sequence) → three non-negative ratios summing to 1.
+
+    Train must be above 0, except for '0,0,1': an evaluation-only set (every line in test), such as
+    the camera copies of `vhrdata degrade` or a held-out synthetic set.
+    """
     try:
         parts = [float(x) for x in (value.split(",") if isinstance(value, str) else value)]
     except ValueError:
         raise SplitError(f"ratios must be three numbers like 0.8,0.1,0.1. Received: {value!r}") from None
-    if len(parts) != 3 or any(p < 0 for p in parts) or not abs(sum(parts) - 1) < 1e-6 or parts[0] <= 0:
+    if len(parts) != 3 or any(p < 0 for p in parts) or not abs(sum(parts) - 1) < 1e-6 or (
+        parts[0] <= 0 and parts != [0.0, 0.0, 1.0]
+    ):
         raise SplitError(
-            f"ratios must be three non-negative numbers for train,val,test that sum to 1, with train > 0. "
-            f"Received: {value!r}"
+            f"ratios must be three non-negative numbers for train,val,test that sum to 1, with train > 0 "
+            f"(or 0,0,1 for an evaluation-only set). Received: {value!r}"
         )
     return tuple(parts)  # type: ignore[return-value]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from vhrdata.cli.common import handle_errors
-from vhrdata.synth import CAPTURES, DEFAULT_HEIGHT, FONT_SELECTIONS, LAYOUTS, synthesize
+from vhrdata.synth import CAPTURES, DEFAULT_HEIGHT, FONT_SELECTIONS, LAYOUTS, TEST_CAMERA_SEED, synthesize
+from vhrdata.synth.degrade import CAMERA_PRESETS, degrade_records
 
 
 @click.command("synth")
@@ -70,4 +71,34 @@ def synth(out, lines, writers, seed, layout, workers, height, font_dirs, fonts, 
     )
 
 
-COMMANDS = [synth]
+@click.command("degrade")
+@click.argument("records", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (a manifest dataset: images/, manifest.csv, degrade.json).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "train", "all"]),
+              help="Which split of RECORDS to copy.")
+@click.option("--preset", default="test", show_default=True, type=click.Choice(sorted(CAMERA_PRESETS)),
+              help="test: the test-camera ranges (stronger than training augmentation); synth: the generator's camera capture.")
+@click.option("--seed", default=TEST_CAMERA_SEED, show_default=True, type=click.IntRange(min=0),
+              help="Base seed (line k uses [seed, k]); the default is the test-camera seed, which training never uses.")
+@click.option("--overwrite", is_flag=True, help="Replace the output of an earlier degrade run in OUT.")
+@handle_errors
+def degrade(records, out, split, preset, seed, overwrite):
+    """Write phone-camera copies of one split of RECORDS (the test-camera evaluation set).
+
+    Each line gets uneven grey light, a vignette, shadows, ruled lines, paper texture, perspective,
+    blur, noise and JPEG, with fixed ranges and seed, so the set is the same every time. OUT is a
+    manifest dataset: ingest it, split it as all test, and evaluate on it.
+
+    \b
+    Example:
+        vhrdata degrade work/records --out work/test-camera
+        vhrdata ingest work/test-camera --out work/test-camera-records
+        vhrdata split work/test-camera-records --ratios 0,0,1
+    """
+    summary = degrade_records(records, out, split=split, ranges=CAMERA_PRESETS[preset], seed=seed, overwrite=overwrite)
+    skipped = f" · {len(summary['skipped'])} skipped (see {out / 'degrade.json'})" if summary["skipped"] else ""
+    click.echo(f"wrote {summary['lines']} camera copies of split {split} · preset {preset} · seed {seed} → {out}{skipped}")
+
+
+COMMANDS = [synth, degrade]
