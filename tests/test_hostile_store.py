@@ -252,9 +252,36 @@ def test_lmdb_disk_errors_become_store_errors(records, tmp_path, monkeypatch):
         build_store(records, tmp_path / "s", SETTINGS, workers=1)
     monkeypatch.setattr(writer_mod.ShardWriter, "_flush",
                         lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
-    with pytest.raises(StoreError, match="input/output error"):
+    with pytest.raises(StoreError, match="I/O error"):
         build_store(records, tmp_path / "s", SETTINGS, workers=1)
     assert not (tmp_path / "s" / INDEX_FILE).exists()
+
+
+@pytest.mark.parametrize("where", ["shard", "after the swap"])
+def test_fsync_errors_are_one_message_that_says_what_is_kept(store, records, monkeypatch, where):
+    before = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file() and "lock" not in p.name}
+    real = writer_mod.fsync_path
+    calls = []
+
+    def fsync(path):
+        calls.append(path)
+        if where == "shard" or Path(path) == store:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(writer_mod, "fsync_path", fsync)  # the name the writer calls
+    res = cli("build-lmdb", records, "--out", store, "--height", "40", "--workers", "1", "--overwrite")
+    msg = one_line_error(res)
+    assert calls and "I/O error" in msg
+    after = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file() and "lock" not in p.name}
+    if where == "shard":
+        assert "previous store are kept" in msg
+        assert after == before  # the staged rebuild is gone, the old store is whole
+    else:
+        assert "rebuilt store is in place" in msg
+        assert after != before and open_store(store).settings.height == 40
+    assert not list(store.glob(".rebuild-*")) and not list(store.glob(".replaced-*"))
+    assert verify_store(store).ok
 
 
 def _can_mount_tmpfs() -> str | None:
@@ -277,7 +304,8 @@ def test_full_tmpfs(records, tmp_path):
     try:
         res = cli("build-lmdb", records, "--out", mnt / "store", "--height", "64", "--workers", "1")
         msg = one_line_error(res)
-        assert "no space left" in msg or "cannot write" in msg
+        # LMDB reports the full tmpfs as an I/O error; either way the message says to free space
+        assert ("disk full" in msg or "I/O error" in msg) and "free space" in msg
         assert not (mnt / "store" / INDEX_FILE).exists()
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)

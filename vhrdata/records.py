@@ -14,7 +14,6 @@ quarantine.jsonl, and `read_records` checks them (`check_records_folder`).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vhrdata.errors import OutputNotWritable, RecordsError
+from vhrdata.errors import OutputNotWritable, RecordsError, write_failure
 from vhrdata.locks import LockBusy, release_lock, take_lock
 from vhrdata.quarantine import QUARANTINE_FILE
 
@@ -82,26 +81,16 @@ def write_records(df: pd.DataFrame, directory: str | Path, meta: dict[str, Any] 
     return path
 
 
-def write_error(ex: OSError, out: Path, what: str) -> OutputNotWritable:
-    """One clear message for a failed write into a records folder whose previous files are kept.
+def write_error(ex: OSError, out: Path, what: str, elsewhere: str = "or choose another --out") -> OutputNotWritable:
+    """A failed write into a records folder whose previous files are kept (worded by `errors.write_failure`).
 
     Args:
         ex: the error (pyarrow's carry no errno, only the system's words).
         out: the folder.
         what: the file or step that failed.
+        elsewhere: the alternative to fixing the disk ("" for split, which writes in place).
     """
-    code = ex.errno
-    text = str(ex)
-    if code is None and "No space left" in text:
-        code = errno.ENOSPC
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        cause, fix = "disk full", "free space and re-run"
-    elif code == errno.EIO:
-        cause, fix = "I/O error (EIO)", "check the disk and re-run"
-    else:
-        cause, fix = f"cannot write ({ex.strerror or text})", "fix the folder and re-run"
-    return OutputNotWritable(f"{cause} while writing {what} in {out}; the previous output in {out} is unchanged; "
-                             f"{fix}")
+    return OutputNotWritable(write_failure(ex, out, f"the previous output in {out} is unchanged", what, elsewhere))
 
 
 def is_vhr_records(path: str | Path) -> bool:

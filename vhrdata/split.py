@@ -302,5 +302,5 @@ def _split_locked(directory: Path, ratios, seed: int, group: str, method: str) -
             tmp.unlink(missing_ok=True)
             raise
     except OSError as ex:
-        raise write_error(ex, directory, what) from None
+        raise write_error(ex, directory, what, elsewhere="") from None
     return result, leakage

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from vhrdata.charset import Charset
+from vhrdata.errors import write_failure
 from vhrmodel.errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -136,13 +137,17 @@ def save_model(model, path: str | Path, include_optimizer: bool = True) -> Path:
             it the file holds the weights alone, a third of the size with Adam.
 
     Raises:
-        ModelFileError: the model has no alphabet or preprocessing settings.
+        ModelFileError: the model has no alphabet or preprocessing settings, or the file cannot be
+            written (a full disk, an I/O error); the previous file at `path` is then unchanged and no
+            temporary file is left.
     """
     if not getattr(model, "alphabet", None) or not getattr(model, "preprocessing", None):
         raise ModelFileError(
             "refusing to save a model without its charset and preprocessing settings; build it with "
             "vhrmodel.presets.build_model(..., alphabet=..., preprocessing=...)"
         )
+    from vhrdata.records import fsync_path  # (records.py imports pandas; reading a model does not need it)
+
     path = Path(path)
     if path.suffix != MODEL_SUFFIX:
         raise ValueError(f"model files end in {MODEL_SUFFIX}. Received: path={str(path)!r}")
@@ -159,19 +164,13 @@ def save_model(model, path: str | Path, include_optimizer: bool = True) -> Path:
         stamp = {"format_version": model.get_config().get("format_version"), "weights_sha256": weights_sha256(tmp)}
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(CHECKSUM_FILE, json.dumps(stamp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except OSError as ex:
-        import errno
-
-        if ex.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
-            raise ModelFileError(f"cannot write {path}: {ex.strerror}; the previous {path.name} is unchanged. "
-                                 "Free disk space and resume with --resume") from None
-        raise
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except OSError as ex:  # a full disk, an I/O error: the file at `path` is still the previous one
+        kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+        raise ModelFileError(write_failure(ex, path.parent, kept, path.name)) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -15,8 +15,10 @@ import keras
 import numpy as np
 
 from vhrdata.charset import Charset
+from vhrdata.errors import write_failure
 from vhrmodel.artifact import save_model
-from vhrmodel.config import TrainConfig
+from vhrmodel.config import LAST_MODEL, TrainConfig
+from vhrmodel.errors import TrainingError
 from vhrmodel.inputs import DataSource
 from vhrmodel.runtime import KerasRuntime, frame_lengths
 
@@ -28,9 +30,24 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     """Write JSON (NaN and infinity as null) through a temporary file, so a reader never sees half."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n",
+                       encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def resume_hint(run_dir: Path) -> str:
+    """The tail of a message about a run stopped by a failed write: how `--resume` goes on ("" if it cannot)."""
+    last = run_dir / LAST_MODEL
+    return f"; `vhrmodel train --resume` continues the run from {last}" if last.exists() else ""
+
+
+def _run_write_error(ex: OSError, run_dir: Path, name: str) -> TrainingError:
+    """A write into the run folder failed (a full disk): one message that says what is kept and how to go on."""
+    return TrainingError(write_failure(ex, run_dir, f"the previous {name} is unchanged", name) + resume_hint(run_dir))
 
 
 def _finite(obj):
@@ -254,7 +271,10 @@ class LastCheckpoint(keras.callbacks.Callback):
             "config": self.config.to_dict(),
             **self.extra,
         }
-        write_json_atomic(self.run_dir / self.state_name, state)
+        try:
+            write_json_atomic(self.run_dir / self.state_name, state)
+        except OSError as ex:
+            raise _run_write_error(ex, self.run_dir, self.state_name) from None
 
 
 class HistoryLog(keras.callbacks.Callback):
@@ -292,13 +312,21 @@ class HistoryLog(keras.callbacks.Callback):
         for r in self.rows:
             fields += [k for k in r if k not in fields]
         tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.csv_path)
-        if self.plot_path is not None:
-            write_history_plot(self.rows, self.plot_path)
+        name = self.csv_path.name
+        try:
+            try:
+                with tmp.open("w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=fields)
+                    writer.writeheader()
+                    writer.writerows(self.rows)
+                tmp.replace(self.csv_path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            if self.plot_path is not None:
+                name = self.plot_path.name
+                write_history_plot(self.rows, self.plot_path)
+        except OSError as ex:
+            raise _run_write_error(ex, self.csv_path.parent, name) from None
 
 
 def write_history_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -333,9 +361,12 @@ def write_history_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=80, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 

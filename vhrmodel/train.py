@@ -38,6 +38,7 @@ from vhrmodel.callbacks import (
     Throughput,
     TimeLimit,
     ValidateAndKeepBest,
+    resume_hint,
     write_json_atomic,
 )
 from vhrmodel.config import (
@@ -52,7 +53,7 @@ from vhrmodel.config import (
     check_run_folder,
 )
 from vhrmodel.distribute import NullScope, adapt_to_strategy, distribution_strategy, is_chief, worker_shard
-from vhrmodel.errors import TrainingError
+from vhrmodel.errors import ModelFileError, TrainingError
 from vhrmodel.inputs import check_splits, endless_batches, records_source, store_source, tf_epochs_dataset, train_alphabet
 from vhrmodel.lm import write_char_lm
 from vhrmodel.losses import CTCLoss
@@ -135,17 +136,34 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def _check_resume(out_dir: Path, alphabet: str, settings_dict: dict[str, Any], store_path) -> None:
-    """Refuse to resume a run on a store whose charset or preprocessing differ from the run's."""
+def _check_resume(out_dir: Path, alphabet: str, settings_dict: dict[str, Any], store_path, state: dict) -> None:
+    """Refuse to resume a run on a store whose charset or preprocessing differ from the run's.
+
+    Nothing in the run folder is written before this check.
+    """
+    from vhrdata.preprocess import PreprocessSettings
     from vhrmodel.artifact import read_model_info
 
     info = read_model_info(out_dir / LAST_MODEL)
+    trained_on = f" (it was trained on {state['store']})" if state.get("store") else ""
+    fine_tune = f"to fine-tune it on this store, train into another --out with --init-from {out_dir / BEST_MODEL}"
     if info["alphabet"] != alphabet:
+        extra = "".join(sorted(set(alphabet) - set(info["alphabet"])))
+        missing = "".join(sorted(set(info["alphabet"]) - set(alphabet)))
+        detail = "; ".join(part for part in (f"the store adds {extra!r}" if extra else "",
+                                             f"the store lacks {missing!r}" if missing else "") if part)
         raise TrainingError(f"the run in {out_dir} was trained on another charset than the train split of store "
-                            f"{store_path}; use --init-from {out_dir / BEST_MODEL} to fine-tune on it instead")
+                            f"{store_path}{f' ({detail})' if detail else ''}{trained_on}; resume on its own store, "
+                            f"or {fine_tune}")
     if info["preprocessing"] != settings_dict:
+        try:
+            diff = "; ".join(PreprocessSettings.from_dict(dict(info["preprocessing"])).diff(
+                PreprocessSettings.from_dict(settings_dict)))
+        except (TypeError, ValueError):
+            diff = ""
         raise TrainingError(f"the run in {out_dir} was trained with other preprocessing settings than store "
-                            f"{store_path}; resume on the store it was trained on, or --init-from to start anew")
+                            f"{store_path}{f' ({diff})' if diff else ''}{trained_on}; resume on its own store, "
+                            f"or {fine_tune}")
 
 
 def train(
@@ -202,7 +220,7 @@ def train(
         raise TrainingError(f"the run in {out_dir} already trained {initial_epoch} epochs; "
                             f"pass --epochs larger than {initial_epoch} to continue")
     if resume:
-        _check_resume(out_dir, alphabet, settings_dict, store_path)
+        _check_resume(out_dir, alphabet, settings_dict, store_path, state)
     keras.utils.set_random_seed(config.seed + initial_epoch)
 
     strategy = distribution_strategy()
@@ -288,9 +306,12 @@ def train(
 
     log.info("training %s (%d params) on %d lines, validating on %d, %s input",
              model.name, model.count_params(), source.train_size, source.val_size, source.description["input"])
-    model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=config.steps_per_epoch or (
-              None if keras.backend.backend() == "tensorflow" else steps),
-              callbacks=callbacks, verbose=0, shuffle=False)  # the inputs shuffle themselves, per seed
+    try:
+        model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=config.steps_per_epoch or (None if keras.backend.backend() == "tensorflow" else steps),
+                  callbacks=callbacks, verbose=0, shuffle=False)  # the inputs shuffle themselves, per seed
+    except ModelFileError as ex:  # a checkpoint could not be written (a full disk); the previous one is kept
+        raise ModelFileError(f"{ex}{resume_hint(run_dir)}") from None
 
     if not (run_dir / BEST_MODEL).exists():
         # val CER never beat the resumed best (or was NaN): still leave a usable model.

@@ -8,7 +8,6 @@ assembled once every shard exists.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import math
@@ -31,12 +30,12 @@ import numpy as np
 import pandas as pd
 
 from vhrdata import __version__
-from vhrdata.errors import ImageDecodeError, StoreError
+from vhrdata.errors import ImageDecodeError, StoreError, write_failure
 from vhrdata.images import SizeLimits, decode_image
 from vhrdata.locks import LockBusy, release_lock, take_lock
 from vhrdata.preprocess import PreprocessSettings, preprocess_gray
 from vhrdata.quarantine import QuarantineItem, Reason, write_quarantine
-from vhrdata.records import SPLITS, read_records, records_fingerprint
+from vhrdata.records import SPLITS, fsync_path, read_records, records_fingerprint
 from vhrdata.store import disk_format
 from vhrdata.store.disk_format import (
     FORMAT,
@@ -220,7 +219,7 @@ class ShardWriter:
             disk_format.forget_env(self.path)
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
         return meta
 
     def abort(self) -> None:
@@ -236,22 +235,8 @@ class ShardWriter:
 
 def _fsync_dir_files(d: Path) -> None:
     for p in d.iterdir():
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(d)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_path(p)
+    fsync_path(d)
 
 
 # ---------------------------------------------------------------------------- preprocessing workers
@@ -714,7 +699,11 @@ def _rebuild_staged(out: Path, args: tuple) -> BuildResult:
         for name in (*SPLITS, QUARANTINE_FILE, INDEX_FILE):
             if (staging / name).exists():
                 os.replace(staging / name, out / name)
-        _fsync_dir(out)
+        try:
+            fsync_path(out)
+        except OSError as ex:  # after the swap: the old store is gone, say so
+            raise StoreError(write_failure(ex, out, "the rebuilt store is in place, but the disk did not confirm "
+                                                    "it is saved", elsewhere="")) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
@@ -743,18 +732,9 @@ def _ingest_limits(records_dir: str | None) -> SizeLimits:
 
 
 def _write_error(ex: BaseException, out: Path) -> StoreError:
-    """One clear message for a write that failed (full disk, I/O error, permissions)."""
-    code = getattr(ex, "errno", None)
-    text = str(ex)
-    keep = "finished shards and any previous store are kept; run the same command again to resume"
-    if code == errno.ENOSPC or "No space left" in text:
-        return StoreError(f"cannot write {out}: no space left on device; free some space (or choose another "
-                          f"--out) — {keep}")
-    if code == errno.EIO or "Input/output error" in text:
-        return StoreError(f"cannot write {out}: input/output error (a failing disk or lost network share) — {keep}")
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StoreError(f"cannot write {out}: {getattr(ex, 'strerror', None) or text}")
-    return StoreError(f"cannot write {out}: {type(ex).__name__}: {text} — {keep}")
+    """A failed write of the store (an OSError or LMDB's error), worded by `errors.write_failure`."""
+    return StoreError(write_failure(ex, out, "finished shards and any previous store are kept, and the same "
+                                             "command resumes the build"))
 
 
 class _BuildLock:
