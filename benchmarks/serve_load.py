@@ -2,8 +2,9 @@
 
 Starts the server twice on a free loopback port (once with --max-batch 16, once with
 --max-batch 1), runs N concurrent clients for a bounded time against each, and prints JSON:
-lines/s, p50/p95/p99 latency, error count, the server's RSS at start and end, and the ratio of
-micro-batched to unbatched throughput.
+lines/s, p50/p95/p99 latency, error count, the server's RSS at start and end and the CPU
+seconds it used, and the ratios of micro-batched to unbatched throughput (lines per second, and
+lines per server CPU second, which a busy shared machine disturbs less).
 
     .venv/bin/python benchmarks/serve_load.py [--model EXPORT_OR_KERAS] [--clients 16] [--seconds 20]
 
@@ -39,6 +40,15 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used (its threads together)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +62,20 @@ def line_pngs(n: int) -> list[bytes]:
     from inference import synthetic_lines
 
     return [cv2.imencode(".png", img)[1].tobytes() for img in synthetic_lines(n, 512, seed=1)]
+
+
+def default_model(tmp: Path) -> str:
+    """The `small` preset with random weights, exported to ONNX under `tmp` (speed does not depend on the weights)."""
+    from vhrdata.preprocess import PreprocessSettings
+    from vhrmodel.artifact import save_model, settings_to_dict
+    from vhrmodel.export import export_model
+    from vhrmodel.presets import build_model
+
+    alphabet = " 0123456789abcdefghijklmnopqrstuvwxyzđàáảãạâầấẩẫậăằắẳẵặèéẻẽẹêềếểễệìíỉĩịòóỏõọôồốổỗộơờớởỡợùúủũụưừứửữựỳýỷỹỵ"
+    net = build_model("small", alphabet=alphabet, preprocessing=settings_to_dict(PreprocessSettings(height=48)))
+    keras_path = save_model(net, tmp / "model.keras", include_optimizer=False)
+    export_model(keras_path, tmp / "onnx", format="onnx")
+    return str(tmp / "onnx")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -122,10 +146,16 @@ def run_server(model: str, max_batch: int, clients: int, seconds: float, images:
                 time.sleep(0.1)
         for data in images[:4]:  # warm-up
             httpx.post(url + "/v1/recognize", content=data, timeout=30)
-        start_rss = rss_mb(proc.pid)
+        start_rss, start_cpu = rss_mb(proc.pid), cpu_seconds(proc.pid)
         result = asyncio.run(load(url, images, clients, seconds))
+        end_cpu = cpu_seconds(proc.pid)
         result.update(max_batch=max_batch, clients=clients, server_rss_mb_start=start_rss,
                       server_rss_mb_end=rss_mb(proc.pid))
+        if start_cpu is not None and end_cpu is not None and end_cpu > start_cpu:
+            # On a shared machine the server gets what CPU the others leave: lines per CPU
+            # second it used measures its work per line whatever that share was.
+            result["server_cpu_s"] = round(end_cpu - start_cpu, 2)
+            result["lines_per_server_cpu_s"] = round(result["lines"] / (end_cpu - start_cpu), 2)
         if start_rss is not None and result["server_rss_mb_end"] is not None:
             result["server_rss_growth_mb"] = round(result["server_rss_mb_end"] - start_rss, 1)
         return result
@@ -147,25 +177,18 @@ def main() -> None:
     seconds = min(args.seconds, 30.0)
     tmp = Path(tempfile.mkdtemp(prefix="vhr-bench-serve-"))
     try:
-        model = args.model
-        if model is None:
-            from vhrdata.preprocess import PreprocessSettings
-            from vhrmodel.artifact import save_model, settings_to_dict
-            from vhrmodel.export import export_model
-            from vhrmodel.presets import build_model
-
-            alphabet = " 0123456789abcdefghijklmnopqrstuvwxyzđàáảãạâầấẩẫậăằắẳẵặèéẻẽẹêềếểễệìíỉĩịòóỏõọôồốổỗộơờớởỡợùúủũụưừứửữựỳýỷỹỵ"
-            net = build_model("small", alphabet=alphabet, preprocessing=settings_to_dict(PreprocessSettings(height=48)))
-            keras_path = save_model(net, tmp / "model.keras", include_optimizer=False)
-            model = str(tmp / "onnx")
-            export_model(keras_path, model, format="onnx")
+        model = args.model or default_model(tmp)
         images = line_pngs(16)
         batched = run_server(model, 16, args.clients, seconds, images, args.threads)
         single = run_server(model, 1, args.clients, seconds, images, args.threads)
         ratio = round(batched["lines_per_s"] / single["lines_per_s"], 2) if single["lines_per_s"] else None
+        per_cpu = [r.get("lines_per_server_cpu_s") for r in (batched, single)]
+        cpu_ratio = round(per_cpu[0] / per_cpu[1], 2) if all(per_cpu) else None
         print(json.dumps({"benchmark": "serve_load", "model": args.model or "small preset, random weights, ONNX",
-                          "host": "127.0.0.1", "micro_batched": batched, "max_batch_1": single,
-                          "throughput_ratio_batched_vs_1": ratio}, indent=2))
+                          "host": "127.0.0.1", "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
+                          "micro_batched": batched, "max_batch_1": single,
+                          "throughput_ratio_batched_vs_1": ratio, "per_cpu_second_ratio_batched_vs_1": cpu_ratio},
+                         indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -214,3 +214,31 @@ def test_char_spans_match_the_state_by_state_alignment(seed):
     expected = _char_spans_reference(lp, ids)
     if expected is not None:
         assert ctc_char_spans(lp, ids) == expected
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_char_spans_of_a_batch_are_each_lines_own_alignment(coarse):
+    from vhrmodel.decoding import ctc_char_spans, ctc_char_spans_batch, log_softmax
+
+    rng = np.random.default_rng(7 + coarse)
+    b, t, c = 9, 40, 6
+    logits = rng.normal(0, 3, (b, t, c))
+    if coarse:  # many ties between predecessors
+        logits = np.round(logits)
+    lengths = np.array([40, 1, 17, 25, 3, 40, 8, 31, 12])
+    for i, n in enumerate(lengths):  # frames past a line's own must not reach its alignment
+        logits[i, n:] = rng.normal(0, 30, (t - n, c))
+    lp = log_softmax(logits)
+    seqs = [[int(k) for k in rng.integers(1, c, int(rng.integers(1, max(2, n // 2))))] for n in lengths]
+    seqs[4] = []  # no text
+    seqs[6] = [1, 1, 1, 1, 1]  # needs 9 frames, has 8: spread evenly
+    got = ctc_char_spans_batch(lp, seqs, lengths)
+    assert got[4] == [] and [s[2] for s in got[6]] == [0.0] * 5
+    checked = 0
+    for i, (ids, n) in enumerate(zip(seqs, lengths)):
+        assert got[i] == ctc_char_spans(lp[i, :n], ids)
+        expected = _char_spans_reference(lp[i, :n], ids) if ids else None
+        if expected is not None:
+            assert got[i] == expected
+            checked += 1
+    assert checked >= 5

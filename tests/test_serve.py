@@ -190,6 +190,40 @@ def test_batched_lines_read_as_alone(recognizer, lines):
         assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-4)
 
 
+def test_a_mixed_width_micro_batch_reads_as_one_by_one_in_groups_of_similar_width(recognizer, lines, monkeypatch):
+    from vhrdata.images import SizeLimits
+    from vhrmodel.serve.app import GROUP, _check_and_prepare, recognize_prepared
+
+    items = [_check_and_prepare(recognizer, data, "x", SizeLimits()) for _, data in lines]
+    # Two lines three times as wide as the others, so one padded call would be mostly padding.
+    for a, b in ((0, 9), (3, 12)):
+        wide = np.concatenate([items[a][0], items[b][0], items[a][0]], axis=1)
+        items.append((wide, items[a][1] + items[b][1] + items[a][1], 0.0))
+    assert len(items) > 2 * GROUP
+    alone = [recognize_prepared(recognizer, [it])[0] for it in items]
+    calls = []
+    run = recognizer.runtime.logits
+
+    def spy(images, widths):
+        calls.append((images.shape[0] * images.shape[2], int(np.sum(widths))))
+        return run(images, widths)
+
+    monkeypatch.setattr(recognizer.runtime, "logits", spy)
+    together = recognize_prepared(recognizer, items)
+    grouped, calls[:] = list(calls), []
+    one_call = recognize_prepared(recognizer, items, group=None)
+    assert len(grouped) == 3 and len(calls) == 1
+    padding = lambda cs: sum(total - own for total, own in cs)  # noqa: E731
+    assert padding(grouped) < padding(calls) / 2
+    for a, b, c in zip(together, alone, one_call):
+        assert a["text"] == b["text"] == c["text"]
+        assert a["chars"] == b["chars"] == c["chars"]
+        assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-4)
+        assert a["confidence"] == pytest.approx(c["confidence"], abs=1e-4)
+        assert a["batch_size"] == len(items) and b["batch_size"] == 1
+    assert [r["text"] for r in together[:4]] == [t for t, _ in lines[:4]]
+
+
 def test_bind_rule():
     check_bind("127.0.0.1", None)
     check_bind("::1", None)

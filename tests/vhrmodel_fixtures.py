@@ -23,16 +23,23 @@ TEXTS = [
     "Bà Rịa", "Quận 7", "Sơn La", "Hải Dương", "Long An", "Bến Tre", "Lào Cai", "Cà Mau",
 ]
 HEIGHT = 32
+
+
+def blocker(*modules: str) -> str:
+    """Prepended to a `python -c` program: `modules` (top-level names) cannot be imported."""
+    return textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = {tuple(modules)!r}
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{{name}} is blocked in the light-install test")
+        sys.meta_path.insert(0, Blocker())
+    """)
+
+
 # Prepended to a `python -c` program: TensorFlow, Keras, tf2onnx and JAX cannot be imported (a light install).
-BLOCKER = textwrap.dedent("""
-    import importlib.abc, sys
-    BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "jax", "jaxlib")
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in the light-install test")
-    sys.meta_path.insert(0, Blocker())
-""")
+BLOCKER = blocker("tensorflow", "keras", "tf_keras", "tf2onnx", "jax", "jaxlib")
 
 
 def font(size: int = 26) -> ImageFont.FreeTypeFont:

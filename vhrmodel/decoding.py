@@ -76,26 +76,34 @@ def ctc_log_likelihood(log_probs: np.ndarray, labels: Sequence[Sequence[int]], l
     skip = np.zeros((b, s), dtype=bool)
     skip[:, 2:] = (ext[:, 2:] != 0) & (ext[:, 2:] != ext[:, :-2])
     valid = np.arange(s)[None, :] <= 2 * label_lens[:, None]
-    rows = np.arange(b)[:, None]
-    emit = lambda step: log_probs[rows, step, ext].astype(np.float64)  # noqa: E731  [B, S]
+    # Every frame's emission log-probabilities of every state, gathered once: [B, T, S]; states
+    # past a line's own label get -inf, so they never hold probability.
+    emit = np.take_along_axis(log_probs, np.broadcast_to(ext[:, None, :], (b, t, s)), axis=2).astype(np.float64)
+    emit += np.where(valid, 0.0, NEG_INF)[:, None, :]
+    skip_penalty = np.where(skip, 0.0, NEG_INF)[:, 2:]
 
     alpha = np.full((b, s), NEG_INF)
     if t:
-        first = emit(0)
-        alpha[:, 0] = first[:, 0]
-        alpha[:, 1:2] = np.where(label_lens[:, None] > 0, first[:, 1:2], NEG_INF) if s > 1 else alpha[:, 1:2]
-    for step in range(1, t):
-        prev1 = np.concatenate([np.full((b, 1), NEG_INF), alpha[:, :-1]], axis=1)
-        prev2 = np.concatenate([np.full((b, 2), NEG_INF), alpha[:, :-2]], axis=1)[:, :s]
-        prev2 = np.where(skip, prev2, NEG_INF)
+        alpha[:, 0] = emit[:, 0, 0]
+        if s > 1:
+            alpha[:, 1] = emit[:, 0, 1]
+    final = np.full((b, s), NEG_INF)  # each line's alpha on its own last frame
+    ending = {int(k): np.nonzero(lengths == k)[0] for k in np.unique(lengths)}  # frame count -> its lines
+    if 1 in ending:
+        final[ending[1]] = alpha[ending[1]]
+    prev1 = np.full((b, s), NEG_INF)
+    prev2 = np.full((b, s), NEG_INF)
+    for step in range(1, int(lengths.max(initial=0))):  # later frames end no line
+        prev1[:, 1:] = alpha[:, :-1]
+        np.add(alpha[:, :-2], skip_penalty, out=prev2[:, 2:])
         with np.errstate(invalid="ignore"):
-            new = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + emit(step)
-        new = np.where(valid, new, NEG_INF)
-        alpha = np.where((step < lengths)[:, None], new, alpha)
+            alpha = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + emit[:, step]
+        if step + 1 in ending:
+            final[ending[step + 1]] = alpha[ending[step + 1]]
     end = 2 * label_lens
-    result = alpha[np.arange(b), end]
+    result = final[np.arange(b), end]
     with_char = label_lens > 0
-    result[with_char] = np.logaddexp(result[with_char], alpha[np.arange(b)[with_char], end[with_char] - 1])
+    result[with_char] = np.logaddexp(result[with_char], final[np.arange(b)[with_char], end[with_char] - 1])
     result[lengths == 0] = np.where(label_lens[lengths == 0] == 0, 0.0, NEG_INF)
     return result
 
@@ -380,6 +388,7 @@ def ctc_char_spans(log_probs: np.ndarray, ids: Sequence[int]) -> list[tuple[int,
     The Viterbi (best-path) CTC alignment of `ids` to the frames of one line's log-probabilities
     [T, C] gives each character the frames on which it is emitted; its confidence is its highest
     posterior probability on those frames. Works for any decoder's output, greedy or beam.
+    One line of `ctc_char_spans_batch`.
 
     Example:
         >>> import numpy as np
@@ -387,55 +396,108 @@ def ctc_char_spans(log_probs: np.ndarray, ids: Sequence[int]) -> list[tuple[int,
         >>> [(s, e) for s, e, _ in ctc_char_spans(lp, [1, 2])]
         [(0, 2), (3, 4)]
     """
+    return ctc_char_spans_batch(np.asarray(log_probs)[None], [ids])[0]
+
+
+def ctc_char_spans_batch(log_probs: np.ndarray, id_seqs: Sequence[Sequence[int]], logit_lengths=None
+                         ) -> list[list[tuple[int, int, float]]]:
+    """`ctc_char_spans` of a batch: one Viterbi pass over the frames for all lines at once.
+
+    Args:
+        log_probs: float [B, T, C] log-probabilities (blank = 0).
+        id_seqs: B sequences of 1-based class ids (each line's decoded text).
+        logit_lengths: int [B] valid frames per line; default all T. A line is aligned to its
+            own frames only, so its spans are those of `ctc_char_spans(log_probs[b, :length])`.
+
+    Returns:
+        Per line, one (first frame, end frame, confidence) per id.
+    """
     lp = np.asarray(log_probs, np.float64)
-    ids = [int(i) for i in ids]
-    t_max = lp.shape[0]
-    if not ids:
-        return []
-    ext = [0]
-    for i in ids:
-        ext += [i, 0]
-    s_len = len(ext)
+    if lp.ndim != 3:
+        raise ValueError(f"`log_probs` must have shape [batch, frames, classes]. Received: shape={lp.shape}")
+    b, t_max, _ = lp.shape
+    if len(id_seqs) != b:
+        raise ValueError(f"need one id sequence per line: {len(id_seqs)} for {b} lines")
+    lengths = _lengths(lp, logit_lengths)
+    seqs = [[int(i) for i in ids] for ids in id_seqs]
+    out: list[list[tuple[int, int, float]]] = [[] for _ in range(b)]
+    # Lines with characters and frames are aligned together; a line with characters but no
+    # frames gets the even spread below.
+    rows = [i for i in range(b) if seqs[i] and lengths[i] > 0]
+    for i in range(b):
+        if seqs[i] and lengths[i] == 0:
+            out[i] = _spread_evenly(0, len(seqs[i]))
+    if not rows:
+        return out
+    n = len(rows)
+    own = lengths[rows]
+    t_max = int(own.max())
+    s_lens = np.array([2 * len(seqs[i]) + 1 for i in rows], np.int64)
+    s_len = int(s_lens.max())
+    ext = np.zeros((n, s_len), np.int64)  # blank, c1, blank, c2, ..., blank; then blanks (unused states)
+    for r, i in enumerate(rows):
+        ext[r, 1 : s_lens[r] : 2] = seqs[i]
     neg = -np.inf
-    ext_arr = np.asarray(ext, np.int64)
     # The skip s-2 -> s is allowed into a character that differs from the one two states back.
-    skip = np.zeros(s_len, bool)
-    skip[2:] = (ext_arr[2:] != 0) & (ext_arr[2:] != ext_arr[:-2])
-    emit = lp[:, ext_arr]  # [T, S]
-    score = np.full((t_max, s_len), neg)
-    back = np.zeros((t_max, s_len), np.int8)  # how far back the predecessor state is (0, 1 or 2)
-    score[0, 0] = emit[0, 0]
-    if s_len > 1:
-        score[0, 1] = emit[0, 1]
-    prev1 = np.full(s_len, neg)
-    prev2 = np.full(s_len, neg)
+    skip = np.zeros((n, s_len), bool)
+    skip[:, 2:] = (ext[:, 2:] != 0) & (ext[:, 2:] != ext[:, :-2])
+    sub = lp[rows, :t_max]
+    emit = np.take_along_axis(sub, np.broadcast_to(ext[:, None, :], (n, t_max, s_len)), axis=2)  # [N, T, S]
+    back = np.zeros((n, t_max, s_len), np.int8)  # how far back the predecessor state is (0, 1 or 2)
+    score = np.full((n, s_len), neg)
+    score[:, 0] = emit[:, 0, 0]
+    score[:, 1] = emit[:, 0, 1]
+    last = np.full((n, s_len), neg)  # each line's scores on its own last frame
+    ending = {int(k): np.nonzero(own == k)[0] for k in np.unique(own)}  # frame count -> its lines
+    if 1 in ending:
+        last[ending[1]] = score[ending[1]]
+    skip_penalty = np.where(skip, 0.0, neg)[:, 2:]
+    prev1 = np.full((n, s_len), neg)
+    prev2 = np.full((n, s_len), neg)
     for t in range(1, t_max):
-        # One frame for all states at once; ties keep the nearer predecessor (stay, then 1, then 2 back).
-        prev = score[t - 1]
-        prev1[1:] = prev[:-1]
-        prev2[2:] = np.where(skip[2:], prev[:-2], neg)
-        best = prev.copy()
-        step = np.zeros(s_len, np.int8)
-        take = prev1 > best
-        best[take], step[take] = prev1[take], 1
-        take = prev2 > best
-        best[take], step[take] = prev2[take], 2
-        alive = best > neg
-        score[t, alive] = best[alive] + emit[t, alive]
-        back[t, alive] = step[alive]
-    end = s_len - 1 if s_len == 1 or score[-1, s_len - 1] >= score[-1, s_len - 2] else s_len - 2
-    if not np.isfinite(score[-1, end]):
-        # Too few frames for the text (cannot happen for a decoder's own output): spread evenly.
-        per = t_max / len(ids)
-        return [(int(k * per), max(int(k * per) + 1, int((k + 1) * per)), 0.0) for k in range(len(ids))]
-    states = np.zeros(t_max, np.int64)
-    s = end
+        # One frame for all lines and states at once; ties keep the nearer predecessor (stay,
+        # then 1, then 2 back). A state no path reaches stays -inf with step 0. States past a
+        # line's own ones only ever feed later such states.
+        prev1[:, 1:] = score[:, :-1]
+        np.add(score[:, :-2], skip_penalty, out=prev2[:, 2:])
+        best = np.maximum(score, prev1)
+        take1 = prev1 > score
+        take2 = prev2 > best
+        np.maximum(best, prev2, out=best)
+        back[:, t] = np.where(take2, 2, take1)
+        score = best + emit[:, t]
+        if t + 1 in ending:
+            last[ending[t + 1]] = score[ending[t + 1]]
+    r_idx = np.arange(n)
+    final = last[r_idx, s_lens - 1]
+    before = last[r_idx, s_lens - 2]
+    end = np.where(final >= before, s_lens - 1, s_lens - 2)
+    ok = np.isfinite(last[r_idx, end])
+    states = np.zeros((n, t_max), np.int64)
+    s = end.copy()
     for t in range(t_max - 1, -1, -1):
-        states[t] = s
-        s -= int(back[t, s])
-    spans = []
-    for k, char_id in enumerate(ids):
-        frames = np.nonzero(states == 2 * k + 1)[0]
-        start, stop = int(frames[0]), int(frames[-1]) + 1
-        spans.append((start, stop, float(np.exp(lp[start:stop, char_id].max()))))
-    return spans
+        active = t < own
+        states[active, t] = s[active]
+        s = np.where(active, s - back[r_idx, t, s], s)
+    for r, i in enumerate(rows):
+        ids = seqs[i]
+        length = int(own[r])
+        if not ok[r]:
+            # Too few frames for the text (cannot happen for a decoder's own output): spread evenly.
+            out[i] = _spread_evenly(length, len(ids))
+            continue
+        path = states[r, :length]  # non-decreasing: each character's frames are one run
+        odd = 2 * np.arange(len(ids)) + 1
+        starts = np.searchsorted(path, odd, "left")
+        stops = np.searchsorted(path, odd, "right")
+        on_char = (path % 2) == 1
+        values = sub[r, np.arange(length)[on_char], ext[r, path[on_char]]]
+        offsets = np.concatenate([[0], np.cumsum(stops - starts)[:-1]])
+        conf = np.exp(np.maximum.reduceat(values, offsets))
+        out[i] = [(int(a), int(z), float(c)) for a, z, c in zip(starts, stops, conf)]
+    return out
+
+
+def _spread_evenly(frames: int, n: int) -> list[tuple[int, int, float]]:
+    per = frames / n
+    return [(int(k * per), max(int(k * per) + 1, int((k + 1) * per)), 0.0) for k in range(n)]

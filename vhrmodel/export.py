@@ -38,7 +38,8 @@ from typing import Any, Callable
 import numpy as np
 
 from vhrmodel.errors import ExportError, ModelFileError
-from vhrmodel.extras import LITE_HINT, require_keras
+from vhrmodel.extras import import_failed, require, require_keras, require_lite
+from vhrmodel.runtime import BLANK_MARGIN, blank_frames
 
 MANIFEST = "vhr-model.json"
 EXPORT_VERSION = 1
@@ -125,7 +126,7 @@ class _ExportedRuntime:
         self.downsample = int(info["downsample"])
         self.height = int(info["height"])
         self.num_classes = int(info.get("num_classes") or len(self.alphabet) + 1)
-        self.blank_margin = float(info.get("blank_margin", 30.0))
+        self.blank_margin = float(info.get("blank_margin", BLANK_MARGIN))
         self.format = info["format"]
         self.quantization = info["quantization"]
         self.artifact = folder / info["artifact"]
@@ -139,9 +140,7 @@ class _ExportedRuntime:
         return np.ascontiguousarray(images, np.uint8), np.asarray(widths, np.int32).reshape(-1)
 
     def _blank_frames(self, n: int, frames: int) -> np.ndarray:
-        out = np.zeros((n, frames, self.num_classes), np.float32)
-        out[:, :, 0] = self.blank_margin
-        return out
+        return blank_frames(n, frames, self.num_classes, self.blank_margin)
 
 
 class OnnxRuntime(_ExportedRuntime):
@@ -151,11 +150,12 @@ class OnnxRuntime(_ExportedRuntime):
 
     def __init__(self, folder: Path, info: dict[str, Any], threads: int | None = None):
         super().__init__(folder, info)
+        purpose = f"{folder} (an ONNX export)"
+        require_lite("onnx", purpose)
         try:
             import onnxruntime as ort
-        except ImportError:
-            raise ModelFileError(f"{folder} is an ONNX export and onnxruntime is not installed; "
-                                 f"install the light runtime with `{LITE_HINT}`") from None
+        except ImportError as ex:
+            raise import_failed("onnxruntime", "lite", purpose, ex) from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -188,11 +188,12 @@ class LiteRTRuntime(_ExportedRuntime):
 
     def __init__(self, folder: Path, info: dict[str, Any], threads: int | None = None):
         super().__init__(folder, info)
+        purpose = f"{folder} (a LiteRT export)"
+        require_lite("litert", purpose)
         try:
             from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise ModelFileError(f"{folder} is a LiteRT export and ai-edge-litert is not installed; "
-                                 f"`{LITE_HINT}`") from None
+        except ImportError as ex:
+            raise import_failed("ai_edge_litert", "lite", purpose, ex) from None
         try:
             self.interpreter = Interpreter(model_path=str(self.artifact), num_threads=threads or None)
         except Exception as ex:
@@ -252,11 +253,13 @@ class SavedModelRuntime(_ExportedRuntime):
 
     def __init__(self, folder: Path, info: dict[str, Any], threads: int | None = None):
         super().__init__(folder, info)
+        purpose = f"{folder} (a TensorFlow SavedModel export)"
+        light = "or export the model as onnx or litert for a light install"
+        require(["tensorflow"], "train", purpose, note=light)
         try:
             import tensorflow as tf
-        except ImportError:
-            raise ModelFileError(f"{folder} is a TensorFlow SavedModel and TensorFlow is not installed; "
-                                 "export the model as onnx or litert for a light install") from None
+        except ImportError as ex:
+            raise import_failed("tensorflow", "train", purpose, ex) from None
         self._tf = tf
         try:
             self.module = tf.saved_model.load(str(self.artifact))
@@ -281,8 +284,9 @@ def open_exported(folder: str | Path, threads: int | None = None):
         threads: CPU threads the runtime may use (None = the runtime's default).
 
     Raises:
-        ModelFileError: see `read_manifest`, or the format's runtime is not installed or cannot
-            load the artifact.
+        ModelFileError: see `read_manifest`, or the format's runtime cannot load the artifact.
+        MissingDependencyError: the format's runtime is not installed (onnxruntime, ai-edge-litert:
+            `pip install 'vhr[lite]'`; TensorFlow: `pip install 'vhr[train]'`).
     """
     folder = Path(folder)
     info = read_manifest(folder)
@@ -408,7 +412,7 @@ def export_model(
     try:
         margin = float(model.get_layer("blank_padding").margin)
     except (ValueError, AttributeError):
-        margin = 30.0
+        margin = BLANK_MARGIN
     fixed_batch = int(batch) if format == "litert" else None
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@
 
 - `train`: TensorFlow, Keras and TensorBoard, which training, evaluation and prediction with
   a `.keras` model, and `vhrmodel export`, need;
-- `lite`: ONNX Runtime and LiteRT, which run an exported model without TensorFlow.
+- `lite`: ONNX Runtime and LiteRT, which run an exported model without TensorFlow. A light
+  install also reads with the lexicon (`--lexicon`), whose rapidfuzz is a core dependency:
+  `LITE_MODULES` lists everything it runs on, and `require_lite` checks one of them.
 
 The checks look a module up without importing it, so a command that lacks Keras says so in a
 second instead of failing deep inside with a traceback.
@@ -20,6 +22,9 @@ from vhrmodel.errors import MissingDependencyError
 
 TRAIN_HINT = "pip install 'vhr[train]'"
 LITE_HINT = "pip install 'vhr[lite]'"
+# What a light install runs on beyond the core's numpy and OpenCV, by the part that needs it:
+# the runtimes of ONNX and LiteRT exports, and rapidfuzz for lexicon snapping.
+LITE_MODULES = {"onnx": "onnxruntime", "litert": "ai_edge_litert", "lexicon": "rapidfuzz"}
 # The module Keras imports for each KERAS_BACKEND.
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}
 
@@ -46,13 +51,14 @@ def missing_keras() -> list[str]:
     return [m for m in needed if not installed(m)]
 
 
-def require(modules: list[str], extra: str, purpose: str) -> None:
+def require(modules: list[str], extra: str, purpose: str, note: str = "") -> None:
     """Raise a one-line `MissingDependencyError` unless every module in `modules` is installed.
 
     Args:
         modules: top-level module names.
         extra: the vhr extra that installs them, e.g. "serve".
         purpose: what needs them, as the message should name it.
+        note: said after the install hint, in parentheses (e.g. an alternative).
 
     Raises:
         MissingDependencyError: the message names the missing modules and `pip install 'vhr[EXTRA]'`.
@@ -60,7 +66,27 @@ def require(modules: list[str], extra: str, purpose: str) -> None:
     missing = [m for m in modules if not installed(m)]
     if missing:
         raise MissingDependencyError(f"{purpose} needs {' and '.join(missing)}, which this install lacks: "
-                                     f"pip install 'vhr[{extra}]'")
+                                     f"pip install 'vhr[{extra}]'" + (f" ({note})" if note else ""))
+
+
+def require_lite(part: str, purpose: str) -> None:
+    """Raise a one-line `MissingDependencyError` unless the module a part of the light install needs is installed.
+
+    Args:
+        part: a key of `LITE_MODULES` ("onnx", "litert" or "lexicon").
+        purpose: what needs it, as the message should name it.
+
+    Raises:
+        MissingDependencyError: the message names the module and `pip install 'vhr[lite]'`.
+    """
+    require([LITE_MODULES[part]], "lite", purpose)
+
+
+def import_failed(module: str, extra: str, purpose: str, ex: ImportError) -> MissingDependencyError:
+    """The one-line error for a module that is installed but does not import (a broken install)."""
+    first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+    return MissingDependencyError(f"{purpose} needs {module}, which is installed but does not import ({first}); "
+                                  f"reinstall it: pip install --force-reinstall 'vhr[{extra}]'")
 
 
 def require_keras(purpose: str, training: bool = False) -> None:

@@ -122,11 +122,17 @@ class Lexicon:
             case and punctuation ("Văn Miếu - Quốc Tử Giám", "Văn Miếu Quốc Tử Giám") are one
             name too. Each name is also added in the old tone placement ("Hoà" for "Hòa").
         prefixes: written prefix -> groups; default the forms of `vhrdata.synth.addresses`.
+
+    Raises:
+        MissingDependencyError: rapidfuzz, which matches the names, is not installed.
     """
 
     def __init__(self, names: Mapping[str, Iterable[str | tuple[str, str]]],
                  prefixes: Mapping[str, Iterable[str]] | None = None):
         from vhrdata.synth.addresses import old_tone_style
+        from vhrmodel.extras import require_lite
+
+        require_lite("lexicon", "snapping address fields to unit names (--lexicon)")
 
         unknown = sorted(set(names) - set(GROUPS))
         if unknown:

@@ -107,6 +107,10 @@ class Recognizer:
             raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
         if lm is not None and decoder != "beam":
             raise ValueError("a character LM is only used by beam search; pass decoder='beam'")
+        if lexicon is True:  # before the model: a missing rapidfuzz is said in a second
+            from vhrmodel.lexicon import default_lexicon
+
+            lexicon = default_lexicon()
         self.runtime: Runtime = open_runtime(model)
         self.charset = Charset(self.runtime.alphabet)
         try:
@@ -122,10 +126,6 @@ class Recognizer:
 
         self.lm = lm
         self.lm_weight = resolve_lm_weight(lm, lm_weight)
-        if lexicon is True:
-            from vhrmodel.lexicon import default_lexicon
-
-            lexicon = default_lexicon()
         self.lexicon = lexicon or None
         if snap is None and self.lexicon is not None:
             from vhrmodel.lexicon import SnapSettings
@@ -144,11 +144,15 @@ class Recognizer:
         gray = decode_gray(image)
         return preprocess_gray(gray, self.settings)[0], int(gray.shape[1])
 
-    def logits(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits [B, T, C] and own frame counts [B] of preprocessed (H, W) images."""
+    def logits(self, images: Sequence[np.ndarray], group: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits [B, T, C] and own frame counts [B] of preprocessed (H, W) images.
+
+        `group`: run more lines than this in calls of at most `group` lines of similar width
+        (`vhrmodel.runtime.batch_logits`); None: one call.
+        """
         from vhrmodel.runtime import batch_logits
 
-        return batch_logits(self.runtime, list(images))
+        return batch_logits(self.runtime, list(images), group=group)
 
     def decode(self, logits: np.ndarray, lengths: np.ndarray) -> tuple[list[str], list[float]]:
         """Texts and confidences of a logits batch, with the configured decoder (and lexicon)."""
@@ -164,12 +168,19 @@ class Recognizer:
             texts, confs = self.apply_lexicon(texts, confs, logits, lengths)
         return texts, confs
 
+    def char_spans(self, texts: Sequence[str], logits: np.ndarray, lengths: np.ndarray
+                   ) -> list[list[tuple[int, int, float]]]:
+        """Per line, (first frame, end frame, confidence) of each character of `texts` on a
+        logits batch [B, T, C]: one CTC alignment pass for the whole batch
+        (`vhrmodel.decoding.ctc_char_spans_batch`), each line on its own frames."""
+        from vhrmodel.decoding import ctc_char_spans_batch, log_softmax
+
+        ids = [self.charset.encode(t).tolist() if t else [] for t in texts]
+        return ctc_char_spans_batch(log_softmax(logits), ids, np.minimum(lengths, logits.shape[1]))
+
     def char_confidences(self, text: str, logits: np.ndarray, length: int) -> list[float]:
         """Per-character confidences of `text` on one line's logits [T, C] (as in `CharInfo`)."""
-        from vhrmodel.decoding import ctc_char_spans, log_softmax
-
-        ids = self.charset.encode(text).tolist() if text else []
-        return [conf for _, _, conf in ctc_char_spans(log_softmax(logits[:length]), ids)]
+        return [conf for _, _, conf in self.char_spans([text], logits[None], np.array([length]))[0]]
 
     def apply_lexicon(self, texts: Sequence[str], confs: Sequence[float], logits: np.ndarray, lengths: np.ndarray,
                       snap=None, char_confs: Sequence[Sequence[float]] | None = None) -> tuple[list[str], list[float]]:
@@ -186,10 +197,12 @@ class Recognizer:
 
         snap = snap or self.snap
         out_texts, out_confs = list(texts), list(confs)
+        if char_confs is None:
+            char_confs = [[conf for _, _, conf in spans] for spans in self.char_spans(texts, logits, lengths)]
         for i, text in enumerate(texts):
             if not text:
                 continue
-            per_char = char_confs[i] if char_confs is not None else self.char_confidences(text, logits[i], int(lengths[i]))
+            per_char = char_confs[i]
             new, snaps = snap_fields(text, per_char, self.lexicon, snap)
             if not snaps or any(ch not in self.charset for ch in new):
                 continue
@@ -201,15 +214,25 @@ class Recognizer:
 
     def char_infos(self, text: str, logits: np.ndarray, length: int, scale: float | None) -> list[CharInfo]:
         """Per-character confidence and position of `text` on one line's logits [T, C]."""
-        from vhrmodel.decoding import ctc_char_spans, log_softmax
+        return self.char_infos_batch([text], logits[None], np.array([length]), [scale])[0]
 
-        ids = self.charset.encode(text).tolist() if text else []
-        spans = ctc_char_spans(log_softmax(logits[:length]), ids)
+    def char_infos_batch(self, texts: Sequence[str], logits: np.ndarray, lengths: np.ndarray,
+                         scales: Sequence[float | None]) -> list[list[CharInfo]]:
+        """`char_infos` of every line of a logits batch [B, T, C], aligned in one pass.
+
+        Args:
+            texts: the decoded lines.
+            logits, lengths: the batch and each line's own frame count.
+            scales: per line, original width / model input width (None: no `x_original`).
+        """
         out = []
-        for ch, (start, stop, conf) in zip(text, spans):
-            x = (start * self.downsample, stop * self.downsample)
-            x_orig = None if scale is None else (int(round(x[0] * scale)), int(round(x[1] * scale)))
-            out.append(CharInfo(ch, round(conf, 5), (start, stop), x, x_orig))
+        for text, spans, scale in zip(texts, self.char_spans(texts, logits, lengths), scales):
+            infos = []
+            for ch, (start, stop, conf) in zip(text, spans):
+                x = (start * self.downsample, stop * self.downsample)
+                x_orig = None if scale is None else (int(round(x[0] * scale)), int(round(x[1] * scale)))
+                infos.append(CharInfo(ch, round(conf, 5), (start, stop), x, x_orig))
+            out.append(infos)
         return out
 
     def warm_up(self) -> None:
@@ -269,12 +292,12 @@ class Recognizer:
             if idx:
                 logits, lengths = self.logits(prepared)
                 texts, confs = self.decode(logits, lengths)
+                scales = [None if crops else w / max(1, t.shape[1]) for w, t in zip(original, prepared)]
+                infos = self.char_infos_batch(texts, logits, lengths, scales) if chars else [[] for _ in idx]
                 ms = (time.perf_counter() - t0) * 1000.0 / len(idx)
                 for k, (i, text, conf) in enumerate(zip(idx, texts, confs)):
-                    scale = None if crops else original[k] / max(1, prepared[k].shape[1])
-                    infos = self.char_infos(text, logits[k], int(lengths[k]), scale) if chars else []
                     results[i] = Prediction(text=text, confidence=float(conf), ms=round(ms, 3), source=sources[i],
-                                            chars=infos)
+                                            chars=infos[k])
             if callback is not None:
                 callback(min(start + batch_size, len(order)), len(order))
         return results  # type: ignore[return-value]

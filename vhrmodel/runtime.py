@@ -6,7 +6,8 @@ gives the same logits and text wherever it is read. `KerasRuntime` wraps a Keras
 exported formats add their own runtimes (`vhrmodel.export`), with the same interface:
 
 - `logits(images uint8 [B, H, W], widths int32 [B]) -> float32 [B, W // downsample, C]`;
-- `alphabet`, `preprocessing` (dict), `downsample`, `height`, `name`.
+- `alphabet`, `preprocessing` (dict), `downsample`, `height`, `name`, and optionally
+  `blank_margin` (the blank logit of the frames past a line's own, `BLANK_MARGIN` if absent).
 
 This module imports neither TensorFlow nor Keras at import time.
 """
@@ -18,9 +19,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vhrdata.batching import pad_images, round_up
+from vhrdata.batching import bucketed_plan, pad_images, round_up
 from vhrdata.ctc import frames_for_width
 from vhrdata.preprocess import PAD_VALUE
+
+# The blank logit the model gives the frames past a line's own (`vhrmodel.model.BlankPadding`'s default).
+BLANK_MARGIN = 30.0
 
 
 class Runtime(Protocol):
@@ -40,11 +44,44 @@ def frame_lengths(widths, downsample: int, frames: int) -> np.ndarray:
     return np.clip(frames_for_width(np.asarray(widths), downsample), 1, max(1, frames)).astype(np.int32)
 
 
-def batch_logits(runtime: Runtime, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [B, T, C], own frame counts [B]) of preprocessed (H, W) images, padded together."""
-    batch, widths = pad_images(images)
-    logits = runtime.logits(batch, widths)
-    return logits, frame_lengths(widths, runtime.downsample, logits.shape[1])
+def blank_frames(n: int, frames: int, classes: int, margin: float = BLANK_MARGIN) -> np.ndarray:
+    """float32 [n, frames, classes] logits of certain blanks: `margin` for class 0, 0 elsewhere."""
+    out = np.zeros((n, frames, classes), np.float32)
+    out[:, :, 0] = margin
+    return out
+
+
+def batch_logits(runtime: Runtime, images: list[np.ndarray], group: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [B, T, C], own frame counts [B]) of preprocessed (H, W) images.
+
+    Args:
+        runtime: the model.
+        images: the lines, in any order.
+        group: None runs all lines in one call, padded to the widest. A number runs more lines
+            than that in calls of at most `group` lines of similar width (as few calls as
+            possible, of even sizes, by `vhrdata.batching.bucketed_plan`), each padded only
+            to its own widest line; the logits come back in input order, and the frames past a
+            call's own are certain blanks (as the model gives past a line's own frames). The
+            model is batch-invariant, so a line's logits on its own frames do not depend on
+            its group.
+    """
+    if group is not None and group < 1:
+        raise ValueError(f"group must be positive. Received: group={group}")
+    if group is None or len(images) <= group:
+        batch, widths = pad_images(images)
+        logits = runtime.logits(batch, widths)
+        return logits, frame_lengths(widths, runtime.downsample, logits.shape[1])
+    calls = -(-len(images) // group)
+    plan = bucketed_plan(np.array([im.shape[1] for im in images]), -(-len(images) // calls))
+    parts = [(idx, batch_logits(runtime, [images[i] for i in idx])) for idx in plan]
+    frames = max(logits.shape[1] for _, (logits, _) in parts)
+    out = blank_frames(len(images), frames, parts[0][1][0].shape[2], getattr(runtime, "blank_margin", BLANK_MARGIN))
+    lengths = np.zeros(len(images), np.int32)
+    for idx, (logits, own) in parts:
+        out[idx, : logits.shape[1]] = logits
+        lengths[idx] = own
+    return out, lengths
 
 
 class KerasRuntime:
@@ -67,6 +104,10 @@ class KerasRuntime:
         self.preprocessing = dict(model.preprocessing or {})
         self.downsample = int(model.downsample)
         self.height = int(model.height)
+        try:
+            self.blank_margin = float(model.get_layer("blank_padding").margin)
+        except (ValueError, AttributeError):
+            self.blank_margin = BLANK_MARGIN
         self.backend = keras.backend.backend()
         if width_multiple is None:
             width_multiple = 1 if self.backend == "tensorflow" else 64

@@ -133,7 +133,7 @@ def tune_lm(
             lexicon = default_lexicon()
         recognizer.lexicon = lexicon
         lines = decoded[next(w for w in weights if float(w) == best_weight)]
-        char_confs = [[recognizer.char_confidences(t, logits[i], int(lengths[i])) if t else [] for i, t in enumerate(texts)]
+        char_confs = [[[conf for _, _, conf in spans] for spans in recognizer.char_spans(texts, logits, lengths)]
                       for (texts, _), (logits, lengths) in zip(lines, batches)]
         for snap in settings_list:
             hyps = []

@@ -50,6 +50,9 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; s
             "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 # Reasons that mean "these bytes are not an image" (415); every other decode failure is 422.
 NOT_IMAGE = {Reason.NOT_AN_IMAGE}
+# Most lines per runtime call within a micro-batch: ONNX Runtime on CPU reads a line fastest in
+# calls of 4-8 lines of similar width; 16 lines padded to the widest waste the padding's work.
+GROUP = 8
 
 
 @dataclass
@@ -119,18 +122,22 @@ def _char_dict(c) -> dict[str, Any]:
             "x_original": list(c.x_original) if c.x_original is not None else None}
 
 
-def recognize_prepared(recognizer, items: list[tuple[np.ndarray, int, float]]) -> list[dict[str, Any]]:
-    """Model + decoding of one micro-batch of prepared lines: (tensor, original width, prepare ms)."""
+def recognize_prepared(recognizer, items: list[tuple[np.ndarray, int, float]], group: int | None = GROUP
+                       ) -> list[dict[str, Any]]:
+    """Model + decoding of one micro-batch of prepared lines: (tensor, original width, prepare ms).
+
+    The lines go through the runtime in groups of at most `group` lines of similar width (so
+    little of a call is padding), and the whole micro-batch is decoded and aligned together.
+    """
     t0 = time.perf_counter()
     tensors = [t for t, _, _ in items]
-    logits, lengths = recognizer.logits(tensors)
+    logits, lengths = recognizer.logits(tensors, group=group)
     texts, confs = recognizer.decode(logits, lengths)
     crops = recognizer.settings.crop_margins
-    out = []
-    for k, ((tensor, width, _), text, conf) in enumerate(zip(items, texts, confs)):
-        scale = None if crops else width / max(1, tensor.shape[1])
-        chars = recognizer.char_infos(text, logits[k], int(lengths[k]), scale)
-        out.append({"text": text, "confidence": round(float(conf), 5), "chars": [_char_dict(c) for c in chars]})
+    scales = [None if crops else width / max(1, tensor.shape[1]) for tensor, width, _ in items]
+    chars = recognizer.char_infos_batch(texts, logits, lengths, scales)
+    out = [{"text": text, "confidence": round(float(conf), 5), "chars": [_char_dict(c) for c in line]}
+           for text, conf, line in zip(texts, confs, chars)]
     share = (time.perf_counter() - t0) * 1000.0 / max(1, len(items))
     for r, (_, _, prep_ms) in zip(out, items):
         r["ms"] = round(prep_ms + share, 3)
