@@ -87,6 +87,50 @@ def test_train_refuses_resume_without_a_run(line_store, tmp_path):
     assert_fast_failure(["train", "--store", line_store, "--out", tmp_path / "new", "--resume"], "nothing to resume")
 
 
+def _run_to_resume(run: Path, store: Path, alphabet: str | None = None, height: int | None = None,
+                   state: str | None = None) -> Path:
+    """A run folder whose last.keras holds only what the resume check reads: its config and checksum stamp."""
+    import json
+    import zipfile
+
+    from vhrdata.store import open_store
+    from vhrmodel.artifact import CHECKSUM_FILE, FORMAT_VERSION, settings_to_dict
+    from vhrmodel.config import train_alphabet
+
+    opened = open_store(store)
+    preprocessing = settings_to_dict(opened.settings)
+    if height is not None:
+        preprocessing["height"] = height
+    config = {"class_name": "CRNN", "config": {"alphabet": alphabet or train_alphabet(opened),
+                                               "preprocessing": preprocessing, "format_version": FORMAT_VERSION}}
+    run.mkdir()
+    with zipfile.ZipFile(run / "last.keras", "w") as zf:
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr(CHECKSUM_FILE, json.dumps({"weights_sha256": "0" * 64}))
+    (run / "state.json").write_text(state if state is not None else json.dumps({"epoch": 2, "store": "work/old"}))
+    return run
+
+
+@pytest.mark.parametrize("case,needles", [
+    ("charset", ["another charset", "the store lacks 'Ж'", "trained on work/old", "--init-from"]),
+    ("preprocessing", ["other preprocessing settings", "height 40 != 32", "--init-from"]),
+    ("epochs", ["already trained 2 epochs", "--epochs larger than 2"]),
+    ("state", ["cannot read", "state.json", "--init-from"]),
+])
+def test_train_refuses_a_resume_that_cannot_go_on(line_store, tmp_path, case, needles):
+    from vhrdata.store import open_store
+    from vhrmodel.config import train_alphabet
+
+    kw = {"charset": {"alphabet": train_alphabet(open_store(line_store)) + "Ж"}, "preprocessing": {"height": 40},
+          "epochs": {}, "state": {"state": "{ half a file"}}[case]
+    run = _run_to_resume(tmp_path / "run", line_store, **kw)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    epochs = 2 if case == "epochs" else 5
+    assert_fast_failure(["train", "--store", line_store, "--out", run, "--resume", "--epochs", epochs], *needles,
+                        status=1)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
 def test_train_refuses_a_store_without_val_split(no_val_store, tmp_path):
     line = assert_fast_failure(["train", "--store", no_val_store, "--out", tmp_path / "run"], "'val'", "vhrdata split",
                                status=1)

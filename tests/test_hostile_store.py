@@ -275,13 +275,76 @@ def test_fsync_errors_are_one_message_that_says_what_is_kept(store, records, mon
     assert calls and "I/O error" in msg
     after = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file() and "lock" not in p.name}
     if where == "shard":
-        assert "previous store are kept" in msg
+        assert "previous store is kept as it was" in msg
         assert after == before  # the staged rebuild is gone, the old store is whole
     else:
         assert "rebuilt store is in place" in msg
         assert after != before and open_store(store).settings.height == 40
     assert not list(store.glob(".rebuild-*")) and not list(store.glob(".replaced-*"))
     assert verify_store(store).ok
+
+
+def _files(store: Path) -> dict:
+    return {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file() and "lock" not in p.name}
+
+
+def _overwrite(records: Path, store: Path, height: int):
+    return cli("build-lmdb", records, "--out", store, "--height", height, "--workers", "1", "--overwrite")
+
+
+def _fail_moves(monkeypatch, fail_at: set[int]) -> list:
+    """Every rename of the --overwrite swap goes through writer._move; the ones numbered in `fail_at` fail."""
+    real = writer_mod._move
+    calls = []
+
+    def move(src, dst):
+        calls.append((Path(src), Path(dst)))
+        if len(calls) in fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(writer_mod, "_move", move)
+    return calls
+
+
+def test_a_failed_rename_anywhere_in_the_overwrite_swap_keeps_the_old_store(store, records, monkeypatch):
+    with monkeypatch.context() as m:
+        swap = _fail_moves(m, set())
+        assert _overwrite(records, store, 40).exit_code == 0
+    assert {dst.name for _, dst in swap} >= {INDEX_FILE, "train", "val"}  # the old store out, the new one in
+    assert verify_store(store).ok and open_store(store).settings.height == 40
+    before = _files(store)
+    for k in range(1, len(swap) + 1):
+        with monkeypatch.context() as m:
+            calls = _fail_moves(m, {k})
+            msg = one_line_error(_overwrite(records, store, 48))
+        moved = calls[k - 1]
+        assert "no space left on device" in msg and "previous store is kept as it was" in msg, (moved, msg)
+        assert len(calls) == 2 * k - 1  # the k - 1 renames before the failure were undone, in reverse
+        assert _files(store) == before, moved  # the old store, byte for byte
+        assert verify_store(store).ok and open_store(store).settings.height == 40, moved
+        assert not list(store.glob(".rebuild-*")) and not list(store.glob(".replaced-*"))
+
+
+def test_a_swap_whose_undo_fails_too_says_no_store_is_usable(store, records, monkeypatch):
+    with monkeypatch.context() as m:
+        swap = _fail_moves(m, set())
+        assert _overwrite(records, store, 40).exit_code == 0
+    k = next(i for i, (src, _) in enumerate(swap, 1) if src.parent != store)  # the first rename of a new file in
+    with monkeypatch.context() as m:
+        _fail_moves(m, {k, k + 1})  # the rename in, then the first rename back
+        msg = one_line_error(_overwrite(records, store, 48))
+    assert "could not be undone" in msg and "holds no usable store" in msg and "kept as it was" not in msg, msg
+    replaced, staging = list(store.glob(".replaced-*")), list(store.glob(".rebuild-*"))
+    assert len(replaced) == 1 == len(staging)  # named in the message, not deleted
+    assert str(replaced[0]) in msg and str(staging[0]) in msg
+    assert (replaced[0] / INDEX_FILE).exists() and not (store / INDEX_FILE).exists()
+    with pytest.raises(StoreError, match="has not finished"):
+        open_store(store)
+    # what the message says to do: the same command rebuilds it
+    assert _overwrite(records, store, 48).exit_code == 0
+    assert verify_store(store).ok and open_store(store).settings.height == 48
+    assert not list(store.glob(".rebuild-*")) and not list(store.glob(".replaced-*"))
 
 
 def _can_mount_tmpfs() -> str | None:

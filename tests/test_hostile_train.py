@@ -1,5 +1,6 @@
 """Hostile training runs through `vhrmodel train` (issue 10): a resume on a store the run was not
-trained on, and a full disk (or an I/O error) while a checkpoint is saved.
+trained on, and a full disk (or an I/O error) while a checkpoint, the run's JSON, LM and history
+files, the sample grids or the TensorBoard logs are written.
 
 Each case asserts a non-zero exit, one `Error:` line without "Traceback", and that the run folder's
 earlier files are as they were: byte for byte, loadable, and with no temporary files left.
@@ -19,7 +20,7 @@ from vhrmodel_fixtures import TEXTS, build_line_store, overfit_config
 
 from vhrmodel.artifact import load_model
 from vhrmodel.cli import main
-from vhrmodel.config import BEST_MODEL, LAST_MODEL, STATE
+from vhrmodel.config import BEST_MODEL, CHAR_LM, HISTORY, HISTORY_PLOT, LAST_MODEL, STATE, SUMMARY
 
 BASE_TEXTS = TEXTS[:4]  # one batch of 4: an epoch is one step
 
@@ -45,9 +46,9 @@ def temp_files(run: Path) -> list[str]:
     return [str(p.relative_to(run)) for p in run.rglob("*") if ".tmp" in p.name]
 
 
-def resume(store: Path, run: Path, epochs: int = 2):
+def resume(store: Path, run: Path, epochs: int = 2, tensorboard: bool = False):
     return cli("train", "--store", store, "--out", run, "--resume", "--epochs", epochs, "--batch-size", 4,
-               "--workers", 0, "--no-augment", "--no-tensorboard", "--no-address-lm", "-q")
+               "--workers", 0, "--no-augment", "--no-address-lm", "-q", *([] if tensorboard else ["--no-tensorboard"]))
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +167,95 @@ def test_full_disk_while_writing_the_run_state_is_one_line(base, run, monkeypatc
     assert (run / STATE).read_bytes() == before[STATE]
     load_model(run / LAST_MODEL, compile=True)
     load_model(run / BEST_MODEL)
+
+
+# ----------------------------------------------------------------------------- a full disk on the run's other files
+
+
+@pytest.mark.parametrize("name", [CHAR_LM, HISTORY, HISTORY_PLOT])
+def test_full_disk_on_a_run_file_is_one_line_that_names_it(base, run, monkeypatch, name):
+    """charlm.json is written before the first epoch, history.csv and history.png after each one."""
+    store, _ = base
+    before = snapshot(run)
+    with monkeypatch.context() as m:
+        _fail_replace_to(m, name, errno.ENOSPC)  # the temporary file is written, its rename fails
+        line = one_line_error(resume(store, run))
+    assert "disk full" in line and f"while writing {name} in {run}" in line, line
+    assert f"the previous {name} is unchanged" in line and "free space" in line, line
+    assert f"--resume` continues the run from {run / LAST_MODEL}" in line, line
+    assert temp_files(run) == []
+    after = snapshot(run)
+    for kept in (name, BEST_MODEL, LAST_MODEL, STATE):  # epoch 1's
+        assert after[kept] == before[kept], kept
+    res = resume(store, run)  # with space again, the run goes on from epoch 1
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / STATE).read_text())["epoch"] == 2
+
+
+def test_full_disk_on_a_fresh_runs_lm_says_nothing_was_written(base, tmp_path, monkeypatch):
+    store, _ = base
+    with monkeypatch.context() as m:
+        _fail_replace_to(m, CHAR_LM, errno.ENOSPC)
+        line = one_line_error(cli("train", "--store", store, "--out", tmp_path / "new", "--epochs", 1, "--batch-size",
+                                  4, "--workers", 0, "--no-augment", "--no-address-lm", "--no-tensorboard", "-q"))
+    assert f"no {CHAR_LM} was written" in line and "free space or choose another --out" in line, line
+    assert "--resume" not in line  # there is no checkpoint to resume from yet
+    assert temp_files(tmp_path / "new") == [] and not (tmp_path / "new" / LAST_MODEL).exists()
+
+
+def test_full_disk_on_train_json_says_training_finished(base, run, monkeypatch):
+    store, _ = base
+    before = snapshot(run)
+    with monkeypatch.context() as m:
+        _fail_replace_to(m, SUMMARY, errno.ENOSPC)
+        line = one_line_error(resume(store, run))
+    assert f"while writing {SUMMARY} in {run}" in line and "training finished" in line, line
+    assert line.endswith("free space"), line  # nothing to re-run: the models are saved
+    assert temp_files(run) == []
+    assert (run / SUMMARY).read_bytes() == before[SUMMARY]
+    assert json.loads((run / STATE).read_text())["epoch"] == 2  # the epoch was trained and checkpointed
+    load_model(run / LAST_MODEL, compile=True)
+    load_model(run / BEST_MODEL)
+
+
+def test_full_disk_on_a_sample_grid_warns_and_training_goes_on(base, run, monkeypatch, caplog):
+    store, _ = base
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="vhrmodel.callbacks"):
+        _fail_replace_to(m, "epoch_002.png", errno.ENOSPC)
+        res = resume(store, run, 3)
+    assert res.exit_code == 0, res.output
+    warned = [r.getMessage() for r in caplog.records if "epoch_002.png" in r.getMessage()]
+    assert len(warned) == 1 and "disk full" in warned[0] and "training continues without it" in warned[0], warned
+    assert not (run / "samples" / "epoch_002.png").exists() and (run / "samples" / "epoch_003.png").exists()
+    assert temp_files(run) == []
+    assert json.loads((run / STATE).read_text())["epoch"] == 3
+
+
+def _tf_write_error():
+    tf = pytest.importorskip("tensorflow")
+    return tf.errors.ResourceExhaustedError(None, None, "tensorboard/train/events.out: No space left on device")
+
+
+@pytest.mark.parametrize("error", ["OSError", "tf.errors"])
+def test_full_disk_on_tensorboard_logs_warns_and_training_goes_on(base, run, monkeypatch, caplog, error):
+    import keras
+
+    pytest.importorskip("tensorboard")
+    store, _ = base
+    exc = OSError(errno.ENOSPC, "No space left on device") if error == "OSError" else _tf_write_error()
+    calls = []
+
+    def log_epoch(self, epoch, logs):  # what Keras' TensorBoard callback writes the epoch's scalars with
+        calls.append(epoch)
+        raise exc
+
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="vhrmodel.callbacks"):
+        m.setattr(keras.callbacks.TensorBoard, "_log_epoch_metrics", log_epoch)
+        res = resume(store, run, 3, tensorboard=True)
+    assert res.exit_code == 0, res.output
+    assert calls == [1]  # after the first failure the logs stop
+    warned = [r.getMessage() for r in caplog.records if "TensorBoard" in r.getMessage()]
+    assert len(warned) == 1 and "training continues without TensorBoard logs" in warned[0], warned
+    assert "disk full" in warned[0], warned
+    assert (run / "tensorboard").is_dir()
+    assert json.loads((run / STATE).read_text())["epoch"] == 3

@@ -85,7 +85,7 @@ def test_lm_file_records_its_build_and_old_files_still_load(tmp_path):
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["meta"]["built"]["order"] == 3
     assert [s["lines"] for s in data["meta"]["built"]["sources"]] == [1, 1]
-    assert not (tmp_path / "lm.json.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["lm.json"]  # no temporary file left
     lm = read_char_lm(path)
     assert resolve_lm_weight(lm, None) == DEFAULT_LM_WEIGHT and resolve_lexicon(lm, None) is False
     old = tmp_path / "old.json"  # written before "meta" existed

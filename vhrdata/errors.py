@@ -58,7 +58,7 @@ class SynthError(VhrError):
 
 
 def write_failure(ex: BaseException, out: str | Path, kept: str, what: str | None = None,
-                  elsewhere: str = "or choose another --out") -> str:
+                  elsewhere: str = "or choose another --out", then: str = "then run again") -> str:
     """The one-line message for a write that failed: its cause, what it left as it was, what to do.
 
     Ingest and split (OutputNotWritable), the store build (StoreError) and model files
@@ -72,24 +72,26 @@ def write_failure(ex: BaseException, out: str | Path, kept: str, what: str | Non
         kept: what the failure left as it was, e.g. "the previous output in OUT is unchanged".
         what: the file or step that failed, when narrower than `out`.
         elsewhere: the alternative to freeing space or fixing the folder ("" when there is none).
+        then: what to do once there is space ("" when nothing is left to do).
     """
     code = getattr(ex, "errno", None)
     text = " ".join(str(ex).split())
     if code is None:
         code = errno.ENOSPC if "No space left" in text else errno.EIO if "Input/output error" in text else None
     alt = f" {elsewhere}" if elsewhere else ""
+    after = f", {then}" if then else ""
     if code == errno.ENOSPC:
-        cause, fix = "disk full (no space left on device)", f"free space{alt}, then run again"
+        cause, fix = "disk full (no space left on device)", f"free space{alt}{after}"
     elif code == getattr(errno, "EDQUOT", -1):
-        cause, fix = "disk quota exceeded", f"free space{alt}, then run again"
+        cause, fix = "disk quota exceeded", f"free space{alt}{after}"
     elif code == errno.EIO:
         # LMDB reports a full disk as EIO too (its writes go through a memory map).
         cause, fix = ("I/O error (a full or failing disk, or a lost network share)",
-                      f"check the disk's free space and health{alt}, then run again")
+                      f"check the disk's free space and health{alt}{after}")
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         cause, fix = f"cannot write ({getattr(ex, 'strerror', None) or text})", f"make it writable{alt}"
     else:
         detail = getattr(ex, "strerror", None) or f"{type(ex).__name__}: {text}"
-        cause, fix = f"cannot write ({detail})", f"fix the folder{alt}, then run again"
+        cause, fix = f"cannot write ({detail})", f"fix the folder{alt}{after}"
     where = f"{what} in {out}" if what else str(out)
     return f"{cause} while writing {where}; {kept}; {fix}"

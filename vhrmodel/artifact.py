@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 MODEL_SUFFIX = ".keras"
 CHECKSUM_FILE = "vhr.json"
 WEIGHTS_FILE = "model.weights.h5"
+#: The model format this vhr reads and writes (`CRNN`'s `format_version`; here, so reading a model's info needs
+#: no Keras). 2: the model takes each line's width and its output no longer depends on the batch padding. Files
+#: of format 1 (no `format_version`) read their padding and are refused on load.
+FORMAT_VERSION = 2
 RETRAIN = "retrain it with this vhr (`vhrmodel train`), or start from the shipped `--init-from starter`"
 
 
@@ -69,8 +73,6 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
             "prepared; use a model written by `vhrmodel train` (which copies both from the store)"
         )
     version = inner.get("format_version")
-    from vhrmodel.model.crnn import FORMAT_VERSION
-
     if version != FORMAT_VERSION:
         raise ModelFileError(
             f"{path} is a model of format {version or 1}, whose output depended on the padding of its batch; "

@@ -4,7 +4,6 @@ with everything `--resume` needs, the sample grid, progress, a time limit and th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -16,6 +15,7 @@ import numpy as np
 
 from vhrdata.charset import Charset
 from vhrdata.errors import write_failure
+from vhrdata.store.disk_format import write_json_atomic
 from vhrmodel.artifact import save_model
 from vhrmodel.config import LAST_MODEL, TrainConfig
 from vhrmodel.errors import TrainingError
@@ -27,16 +27,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
-def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON (NaN and infinity as null) through a temporary file, so a reader never sees half."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n",
-                       encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_run_json(path: Path, obj: dict[str, Any]) -> Path:
+    """A run's JSON file (state.json, train.json, evaluation reports): indent 2, NaN as null, atomic."""
+    return write_json_atomic(path, obj, indent=2, sort_keys=False, finite=True, default=str)
 
 
 def resume_hint(run_dir: Path) -> str:
@@ -45,19 +38,10 @@ def resume_hint(run_dir: Path) -> str:
     return f"; `vhrmodel train --resume` continues the run from {last}" if last.exists() else ""
 
 
-def _run_write_error(ex: OSError, run_dir: Path, name: str) -> TrainingError:
+def run_write_error(ex: OSError, run_dir: Path, name: str) -> TrainingError:
     """A write into the run folder failed (a full disk): one message that says what is kept and how to go on."""
-    return TrainingError(write_failure(ex, run_dir, f"the previous {name} is unchanged", name) + resume_hint(run_dir))
-
-
-def _finite(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+    kept = f"the previous {name} is unchanged" if (run_dir / name).exists() else f"no {name} was written"
+    return TrainingError(write_failure(ex, run_dir, kept, name) + resume_hint(run_dir))
 
 
 def greedy_texts(runtime: KerasRuntime, images: np.ndarray, widths: np.ndarray, charset: Charset
@@ -196,9 +180,25 @@ def write_prediction_grid(path: Path, images: Sequence[np.ndarray], truths: Sequ
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG through a temporary file (removed on failure), then close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(".tmp-" + path.name)
+    try:
+        fig.savefig(tmp, dpi=80, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -237,8 +237,80 @@ class PredictionGrid(keras.callbacks.Callback):
         preds, _, _ = greedy_texts(runtime, images, widths, self.charset)
         cer = (logs or {}).get("val_cer")
         title = f"epoch {epoch + 1}" + (f"  val CER {cer:.2%}" if cer is not None else "")
-        self.last_path = write_prediction_grid(self.out_dir / f"epoch_{epoch + 1:03d}.png", [c[0] for c in self.chosen],
-                                               [c[1] for c in self.chosen], preds, title)
+        path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
+        try:
+            self.last_path = write_prediction_grid(path, [c[0] for c in self.chosen], [c[1] for c in self.chosen],
+                                                   preds, title)
+        except OSError as ex:  # a picture to look at: a full disk must not stop training for it
+            log.warning("%s; training continues without it", write_failure(
+                ex, self.out_dir, "no sample grid was written for this epoch", path.name, elsewhere="",
+                then="for the later epochs' grids"))
+
+
+def _is_write_error(ex: BaseException) -> bool:
+    """An OSError, or TensorFlow's error for a failed file write (tf.summary raises those)."""
+    if isinstance(ex, OSError):
+        return True
+    try:
+        from tensorflow.errors import OpError
+    except ImportError:
+        return False
+    return isinstance(ex, OpError)
+
+
+class TensorBoardLogs(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, whose failed writes (a full disk) stop the logs but not training.
+
+    TensorBoard logs are for watching a run, so a write that fails logs one warning, the event
+    files written so far stay, and the callback writes nothing more in this run.
+    """
+
+    failed = False
+
+    def _guard(self, hook: str, *args, **kwargs) -> None:
+        if self.failed:
+            return
+        try:
+            getattr(super(), hook)(*args, **kwargs)
+        except Exception as ex:  # noqa: BLE001 - filtered by _is_write_error, others go on
+            if not _is_write_error(ex):
+                raise
+            self.failed = True
+            log.warning("%s; training continues without TensorBoard logs", write_failure(
+                ex, self.log_dir, "the event files written so far are kept", elsewhere="",
+                then="then `vhrmodel train --resume` logs the later epochs"))
+
+    def on_train_begin(self, logs=None):
+        self._guard("on_train_begin", logs)
+
+    def on_train_end(self, logs=None):
+        if not self.failed:
+            self._guard("on_train_end", logs)
+        if self.failed:  # leave no summary writer set as the default, and close the files
+            for step in [self._pop_writer] * len(getattr(self, "_prev_summary_state", ())) + [self._close_writers]:
+                try:
+                    step()
+                except Exception as ex:  # noqa: BLE001 - the disk that failed may fail these too
+                    if not _is_write_error(ex):
+                        raise
+
+    def on_test_begin(self, logs=None):
+        self._guard("on_test_begin", logs)
+
+    def on_test_end(self, logs=None):
+        self._guard("on_test_end", logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._guard("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._guard("on_train_batch_end", batch, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._guard("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._guard("on_epoch_end", epoch, logs)
 
 
 class LastCheckpoint(keras.callbacks.Callback):
@@ -272,9 +344,9 @@ class LastCheckpoint(keras.callbacks.Callback):
             **self.extra,
         }
         try:
-            write_json_atomic(self.run_dir / self.state_name, state)
+            write_run_json(self.run_dir / self.state_name, state)
         except OSError as ex:
-            raise _run_write_error(ex, self.run_dir, self.state_name) from None
+            raise run_write_error(ex, self.run_dir, self.state_name) from None
 
 
 class HistoryLog(keras.callbacks.Callback):
@@ -326,7 +398,7 @@ class HistoryLog(keras.callbacks.Callback):
                 name = self.plot_path.name
                 write_history_plot(self.rows, self.plot_path)
         except OSError as ex:
-            raise _run_write_error(ex, self.csv_path.parent, name) from None
+            raise run_write_error(ex, self.csv_path.parent, name) from None
 
 
 def write_history_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -360,14 +432,7 @@ def write_history_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    try:
-        fig.savefig(tmp, dpi=80, format="png")
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return _save_figure(fig, path)
 
 
 class Progress(keras.callbacks.Callback):

@@ -4,6 +4,7 @@ run folder's file names and checks, which the CLI runs before Keras is imported.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,81 @@ def check_run_folder(out_dir: str | Path, resume: bool, init_from: str | Path | 
         raise TrainingError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainingError(f"--out {out_dir} is a file; choose a folder")
+
+
+def train_alphabet(store, split: str = "train") -> str:
+    """The characters of a split's labels, in the store alphabet's order: the model's charset.
+
+    Held-out splits may hold characters the training labels never show; a model cannot learn
+    to emit those, and evaluation counts them as errors instead of hiding them.
+    """
+    info = store.index.get("splits", {}).get(split, {})
+    chars = info.get("alphabet")
+    if chars is None:
+        seen: set[str] = set()
+        for sample in store.split(split):
+            seen.update(sample.text)
+        chars = seen
+    chars = set(chars)
+    return "".join(c for c in store.alphabet if c in chars)
+
+
+def check_resume(out_dir: str | Path, store, config: TrainConfig, store_path: str | Path) -> dict[str, Any]:
+    """Refuse a resume that cannot go on: on a store whose charset or preprocessing differ from the run's,
+    or with --epochs not beyond the epochs already trained. Reads only state.json, the store's index
+    and last.keras's config (no Keras), so the CLI runs it before TensorFlow loads; nothing in the
+    run folder is written before it.
+
+    Args:
+        out_dir: the run folder (it holds last.keras; see `check_run_folder`).
+        store: the opened store (`vhrdata.store.open_store`).
+        config: the training request (its `train_split` and `epochs`).
+        store_path: the store as the user named it, for the messages.
+
+    Returns:
+        The run's state.json ({} when it has none).
+
+    Raises:
+        TrainingError: the resume is refused; the message says what to do instead.
+        ModelFileError: last.keras cannot be read.
+    """
+    from vhrdata.preprocess import PreprocessSettings
+    from vhrmodel.artifact import read_model_info, settings_to_dict
+
+    out_dir = Path(out_dir)
+    state: dict[str, Any] = {}
+    if (out_dir / STATE).exists():
+        try:
+            state = json.loads((out_dir / STATE).read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as ex:
+            raise TrainingError(f"cannot read {out_dir / STATE} ({ex}), which --resume needs; restore it, or start "
+                                f"a new run in another --out with --init-from {out_dir / LAST_MODEL}") from None
+    initial_epoch = int(state.get("epoch", 0))
+    if initial_epoch >= config.epochs:
+        raise TrainingError(f"the run in {out_dir} already trained {initial_epoch} epochs; "
+                            f"pass --epochs larger than {initial_epoch} to continue")
+    alphabet = train_alphabet(store, config.train_split)
+    settings_dict = settings_to_dict(store.settings)
+    info = read_model_info(out_dir / LAST_MODEL)
+    trained_on = f" (it was trained on {state['store']})" if state.get("store") else ""
+    fine_tune = f"to fine-tune it on this store, train into another --out with --init-from {out_dir / BEST_MODEL}"
+    if info["alphabet"] != alphabet:
+        extra = "".join(sorted(set(alphabet) - set(info["alphabet"])))
+        missing = "".join(sorted(set(info["alphabet"]) - set(alphabet)))
+        detail = "; ".join(part for part in (f"the store adds {extra!r}" if extra else "",
+                                             f"the store lacks {missing!r}" if missing else "") if part)
+        raise TrainingError(f"the run in {out_dir} was trained on another charset than the train split of store "
+                            f"{store_path}{f' ({detail})' if detail else ''}{trained_on}; resume on its own store, "
+                            f"or {fine_tune}")
+    if info["preprocessing"] != settings_dict:
+        try:
+            diff = "; ".join(PreprocessSettings.from_dict(dict(info["preprocessing"])).diff(
+                PreprocessSettings.from_dict(settings_dict)))
+        except (TypeError, ValueError):
+            diff = ""
+        raise TrainingError(f"the run in {out_dir} was trained with other preprocessing settings than store "
+                            f"{store_path}{f' ({diff})' if diff else ''}{trained_on}; resume on its own store, "
+                            f"or {fine_tune}")
+    return state

@@ -196,9 +196,9 @@ def _model_bytes(model_path) -> int | None:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    from vhrmodel.callbacks import write_json_atomic
+    from vhrmodel.callbacks import write_run_json
 
-    write_json_atomic(path, obj)
+    write_run_json(path, obj)
 
 
 def _pct(x: float) -> str:

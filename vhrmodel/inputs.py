@@ -31,7 +31,7 @@ import numpy as np
 from vhrdata.batching import Batch, LabelEncoder, bucketed_plan, make_batch, pad_batch
 from vhrdata.charset import Charset
 from vhrdata.workers import ordered_map
-from vhrmodel.config import TrainConfig
+from vhrmodel.config import TrainConfig, train_alphabet  # noqa: F401 - train_alphabet lives in config, Keras-free
 from vhrmodel.errors import TrainingError
 
 _PLAN_KEYS = ("shuffle", "seed", "bucket_window", "shard_index", "num_shards", "drop_remainder")
@@ -201,23 +201,6 @@ def check_splits(store, config: TrainConfig) -> None:
                 f"store {store.path} has no {name!r} lines (lines per split: {counts}); re-run `vhrdata split` "
                 f"with a non-zero ratio for {name!r}, then `vhrdata build-lmdb`"
             )
-
-
-def train_alphabet(store, split: str = "train") -> str:
-    """The characters of a split's labels, in the store alphabet's order: the model's charset.
-
-    Held-out splits may hold characters the training labels never show; a model cannot learn
-    to emit those, and evaluation counts them as errors instead of hiding them.
-    """
-    info = store.index.get("splits", {}).get(split, {})
-    chars = info.get("alphabet")
-    if chars is None:
-        seen: set[str] = set()
-        for sample in store.split(split):
-            seen.update(sample.text)
-        chars = seen
-    chars = set(chars)
-    return "".join(c for c in store.alphabet if c in chars)
 
 
 def relabeled(batches: Iterable[Batch], encoder: LabelEncoder, limit: int | None = None) -> Iterator[Batch]:

@@ -26,10 +26,10 @@ contain.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from vhrdata.store.disk_format import write_text_atomic
 from vhrmodel.decoding import CharNgramLM
 
 #: Share of n-gram occurrences the training labels keep when a corpus is added.
@@ -91,14 +91,6 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
     return lm
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def write_char_lm(labels: Iterable[str], path: str | Path, order: int = 5, *, corpus: Iterable[str] | None = None,
                   labels_share: float = LABELS_SHARE, corpus_name: str = ADDRESS_CORPUS) -> Path:
     """Fit an LM with `build_char_lm` and write it as JSON (atomically: temp file, then rename).
@@ -115,7 +107,7 @@ def write_char_lm(labels: Iterable[str], path: str | Path, order: int = 5, *, co
         `path`.
     """
     lm = build_char_lm(labels, corpus, order=order, labels_share=labels_share, corpus_name=corpus_name)
-    return _write_atomic(Path(path), lm.to_json())
+    return write_text_atomic(Path(path), lm.to_json())
 
 
 def read_char_lm(path: str | Path) -> CharNgramLM:
@@ -175,4 +167,4 @@ def write_tuned(lm_path: str | Path, tuned: dict[str, Any], out: str | Path | No
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     meta["tuned"] = tuned
     data["meta"] = meta
-    return _write_atomic(Path(out if out is not None else lm_path), json.dumps(data, ensure_ascii=False))
+    return write_text_atomic(Path(out if out is not None else lm_path), json.dumps(data, ensure_ascii=False))

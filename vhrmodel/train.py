@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ from typing import Any, Iterable
 import keras
 
 from vhrdata.charset import Charset
+from vhrdata.errors import write_failure
 from vhrmodel.artifact import load_model, save_model, settings_to_dict, transfer_weights
 from vhrmodel.augment import AugmentConfig, BatchAugmenter
 from vhrmodel.callbacks import (
@@ -38,8 +38,10 @@ from vhrmodel.callbacks import (
     Throughput,
     TimeLimit,
     ValidateAndKeepBest,
+    TensorBoardLogs,
     resume_hint,
-    write_json_atomic,
+    run_write_error,
+    write_run_json,
 )
 from vhrmodel.config import (
     BEST_MODEL,
@@ -50,11 +52,13 @@ from vhrmodel.config import (
     STATE,
     SUMMARY,
     TrainConfig,
+    check_resume,
     check_run_folder,
+    train_alphabet,
 )
 from vhrmodel.distribute import NullScope, adapt_to_strategy, distribution_strategy, is_chief, worker_shard
 from vhrmodel.errors import ModelFileError, TrainingError
-from vhrmodel.inputs import check_splits, endless_batches, records_source, store_source, tf_epochs_dataset, train_alphabet
+from vhrmodel.inputs import check_splits, endless_batches, records_source, store_source, tf_epochs_dataset
 from vhrmodel.lm import write_char_lm
 from vhrmodel.losses import CTCLoss
 
@@ -136,36 +140,6 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def _check_resume(out_dir: Path, alphabet: str, settings_dict: dict[str, Any], store_path, state: dict) -> None:
-    """Refuse to resume a run on a store whose charset or preprocessing differ from the run's.
-
-    Nothing in the run folder is written before this check.
-    """
-    from vhrdata.preprocess import PreprocessSettings
-    from vhrmodel.artifact import read_model_info
-
-    info = read_model_info(out_dir / LAST_MODEL)
-    trained_on = f" (it was trained on {state['store']})" if state.get("store") else ""
-    fine_tune = f"to fine-tune it on this store, train into another --out with --init-from {out_dir / BEST_MODEL}"
-    if info["alphabet"] != alphabet:
-        extra = "".join(sorted(set(alphabet) - set(info["alphabet"])))
-        missing = "".join(sorted(set(info["alphabet"]) - set(alphabet)))
-        detail = "; ".join(part for part in (f"the store adds {extra!r}" if extra else "",
-                                             f"the store lacks {missing!r}" if missing else "") if part)
-        raise TrainingError(f"the run in {out_dir} was trained on another charset than the train split of store "
-                            f"{store_path}{f' ({detail})' if detail else ''}{trained_on}; resume on its own store, "
-                            f"or {fine_tune}")
-    if info["preprocessing"] != settings_dict:
-        try:
-            diff = "; ".join(PreprocessSettings.from_dict(dict(info["preprocessing"])).diff(
-                PreprocessSettings.from_dict(settings_dict)))
-        except (TypeError, ValueError):
-            diff = ""
-        raise TrainingError(f"the run in {out_dir} was trained with other preprocessing settings than store "
-                            f"{store_path}{f' ({diff})' if diff else ''}{trained_on}; resume on its own store, "
-                            f"or {fine_tune}")
-
-
 def train(
     store_path: str | Path,
     out_dir: str | Path,
@@ -212,15 +186,9 @@ def train(
     charset = Charset(alphabet)
     settings_dict = settings_to_dict(store.settings)
 
-    state: dict[str, Any] = {}
-    if resume and (out_dir / STATE).exists():
-        state = json.loads((out_dir / STATE).read_text(encoding="utf-8"))
+    # The CLI ran this check before Keras loaded; library callers get it here.
+    state: dict[str, Any] = check_resume(out_dir, store, config, store_path) if resume else {}
     initial_epoch = int(state.get("epoch", 0))
-    if resume and initial_epoch >= config.epochs:
-        raise TrainingError(f"the run in {out_dir} already trained {initial_epoch} epochs; "
-                            f"pass --epochs larger than {initial_epoch} to continue")
-    if resume:
-        _check_resume(out_dir, alphabet, settings_dict, store_path, state)
     keras.utils.set_random_seed(config.seed + initial_epoch)
 
     strategy = distribution_strategy()
@@ -271,7 +239,10 @@ def train(
         train_data = endless_batches(source.epoch_batches, initial_epoch, width_multiple)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_run_lm(store, config, run_dir / CHAR_LM)
+    try:
+        _write_run_lm(store, config, run_dir / CHAR_LM)
+    except OSError as ex:
+        raise run_write_error(ex, run_dir, CHAR_LM) from None
     if config.steps_per_epoch is not None:
         steps = min(config.steps_per_epoch, steps)
     validation = ValidateAndKeepBest(source, run_dir / BEST_MODEL, charset, best=state.get("best_val_cer"),
@@ -292,8 +263,8 @@ def train(
     callbacks = [throughput, validation, *schedule]  # validation first: the others read val_cer/val_loss
     callbacks.append(HistoryLog(run_dir / HISTORY, run_dir / HISTORY_PLOT))
     if config.tensorboard and _tensorboard_available():
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
-                                                     update_freq="batch", profile_batch=0))
+        callbacks.append(TensorBoardLogs(log_dir=str(run_dir / "tensorboard"), write_graph=False,
+                                      update_freq="batch", profile_batch=0))
     if config.grid_samples:
         callbacks.append(PredictionGrid(source, run_dir / "samples", charset, config.grid_samples, width_multiple))
     callbacks.append(LastCheckpoint(run_dir, LAST_MODEL, STATE, validation, config, {"store": str(store_path)},
@@ -349,5 +320,10 @@ def train(
         "config": config.to_dict(),
         **source.description,
     }
-    write_json_atomic(run_dir / SUMMARY, summary)
+    try:
+        write_run_json(run_dir / SUMMARY, summary)
+    except OSError as ex:  # training is done: only its summary is missing
+        raise TrainingError(write_failure(
+            ex, run_dir, f"training finished and {BEST_MODEL} and {LAST_MODEL} are saved; only this summary of the "
+            "run was not written", SUMMARY, elsewhere="", then="")) from None
     return summary

@@ -16,6 +16,7 @@ in a record is caught.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -159,14 +160,53 @@ def read_json(path: Path) -> Any:
         raise StoreError(f"{path} is not valid JSON ({ex}); rebuild the store with --overwrite") from None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON under a unique temporary name and rename, so readers never see half a file."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file under a unique temporary name and rename, so readers never see half a file.
+
+    The one atomic writer of vhr's small files (store metadata, a run's JSON, LM files). A failed
+    write (a full disk) removes its temporary file and leaves the previous `path` as it was.
+
+    Returns:
+        `path`.
+    """
+    path = Path(path)
     # Unique per host and process: fanned-out builds on a shared filesystem may write at once.
     tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any, *, indent: int = 1, sort_keys: bool = True,
+                      finite: bool = False, default: Any = None) -> Path:
+    """Write JSON through `write_text_atomic`.
+
+    Args:
+        path: the file.
+        data: what to write.
+        indent, sort_keys: the layout; the store's files use 1 and sorted keys, a run's files
+            (train.json, state.json) 2 and the keys in their order.
+        finite: write NaN and infinity as null (strict JSON) instead of as NaN.
+        default: `json.dumps`'s fallback for other objects (e.g. `str` for paths).
+    """
+    text = json.dumps(_finite(data) if finite else data, ensure_ascii=False, indent=indent, sort_keys=sort_keys,
+                      allow_nan=not finite, default=default)
+    return write_text_atomic(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def is_store(path: str | Path) -> bool:

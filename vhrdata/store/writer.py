@@ -679,36 +679,94 @@ def _build_locked(
     )
 
 
+#: What a failed --overwrite rebuild leaves, when the old store is back in place.
+_OLD_STORE_KEPT = "the previous store is kept as it was (the unfinished rebuild was removed)"
+
+
 def _rebuild_staged(out: Path, args: tuple) -> BuildResult:
-    """--overwrite of a whole store: build beside the old one, then swap, so a failure keeps the old store."""
+    """--overwrite of a whole store: build beside the old one, then swap, so a failure keeps the old store.
+
+    The swap moves the old store's files aside (index.json first) and the new ones in (index.json
+    last). A failed rename undoes the moves made so far, in reverse, so OUT again holds the old
+    store; only when that undo fails too are both folders left for the message to name.
+    """
     staging = out / f".rebuild-{socket.gethostname()}-{os.getpid()}"
     replaced = out / f".replaced-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    tidy = True
     try:
-        result = _build_locked(staging, False, *args)
+        try:
+            result = _build_locked(staging, False, *args)
+        except (OSError, lmdb.Error) as ex:
+            raise StoreError(write_failure(ex, out, _OLD_STORE_KEPT)) from None
         if result.index is None:  # cannot happen for a whole build; keep the old store then
             raise StoreError(f"the rebuild of {out} did not finish; the old store is unchanged")
         replaced.mkdir()
-        # index.json leaves first and comes back last: in between the folder is "not finished".
-        for name in (INDEX_FILE, QUARANTINE_FILE, *SPLITS):
-            if (out / name).exists():
-                for shard in (out / name).glob("shard-*.lmdb") if name in SPLITS else ():
-                    disk_format.forget_env(shard)
-                os.replace(out / name, replaced / name)
-        for name in (*SPLITS, QUARANTINE_FILE, INDEX_FILE):
-            if (staging / name).exists():
-                os.replace(staging / name, out / name)
+        try:
+            _swap(out, staging, replaced)
+        except _SwapFailed as failed:
+            tidy = failed.undone
+            raise StoreError(failed.message) from None
         try:
             fsync_path(out)
         except OSError as ex:  # after the swap: the old store is gone, say so
             raise StoreError(write_failure(ex, out, "the rebuilt store is in place, but the disk did not confirm "
                                                     "it is saved", elsewhere="")) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(replaced, ignore_errors=True)
+        if tidy:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(replaced, ignore_errors=True)
     result.store = out
     return result
+
+
+class _SwapFailed(Exception):
+    """A rename of the swap failed; `undone` says whether OUT holds the old store again."""
+
+    def __init__(self, message: str, undone: bool):
+        super().__init__(message)
+        self.message = message
+        self.undone = undone
+
+
+def _move(src: Path, dst: Path) -> None:
+    """One rename of the --overwrite swap (a name of its own, so tests can fail each one)."""
+    os.replace(src, dst)
+
+
+def _swap(out: Path, staging: Path, replaced: Path) -> None:
+    """Put the store built in `staging` in place of the one in `out`, whose files go to `replaced`.
+
+    Raises:
+        _SwapFailed: a rename failed; the moves made so far were undone (or, if the undo failed too,
+            the message says where each store's files are).
+    """
+    done: list[tuple[Path, Path]] = []
+    try:
+        # index.json leaves first and comes back last: in between the folder is "not finished".
+        for name in (INDEX_FILE, QUARANTINE_FILE, *SPLITS):
+            if (out / name).exists():
+                for shard in (out / name).glob("shard-*.lmdb") if name in SPLITS else ():
+                    disk_format.forget_env(shard)
+                _move(out / name, replaced / name)
+                done.append((out / name, replaced / name))
+        for name in (*SPLITS, QUARANTINE_FILE, INDEX_FILE):
+            if (staging / name).exists():
+                _move(staging / name, out / name)
+                done.append((staging / name, out / name))
+    except BaseException as ex:
+        try:
+            for src, dst in reversed(done):
+                _move(dst, src)
+        except OSError as undo:
+            raise _SwapFailed(write_failure(
+                undo, out, f"the swap of the rebuilt store failed and could not be undone, so {out} holds no "
+                f"usable store (the previous store's files are in {replaced}, the rebuilt one's in {staging}); "
+                "the same command rebuilds it", elsewhere=""), undone=False) from None
+        if not isinstance(ex, OSError):
+            raise
+        raise _SwapFailed(write_failure(ex, out, _OLD_STORE_KEPT), undone=True) from None
 
 
 def _remove_stale_staging(out: Path) -> None:

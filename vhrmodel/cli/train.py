@@ -156,7 +156,7 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
     from pathlib import Path
 
     from vhrmodel.cli.checks import check_model_path, open_store_checked
-    from vhrmodel.config import TrainConfig, check_run_folder
+    from vhrmodel.config import TrainConfig, check_resume, check_run_folder
     from vhrmodel.extras import require_keras
 
     # A light install (no Keras) is told what to install before anything else is checked.
@@ -173,7 +173,9 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
                              address_lm=address_lm)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
-    open_store_checked(store, {config.train_split: "training", config.val_split: "validation"})
+    opened = open_store_checked(store, {config.train_split: "training", config.val_split: "validation"})
+    if resume:  # a store of another charset or preprocessing, or --epochs already reached
+        check_resume(out, opened, config, store)
     if init_from is not None:
         check_model_path(init_from, "--init-from")
     if records is not None and not Path(records).exists():

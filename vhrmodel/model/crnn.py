@@ -8,16 +8,13 @@ from typing import Any, Sequence
 import keras
 
 from vhrdata.ctc import frames_for_width
+from vhrmodel.artifact import FORMAT_VERSION
 from vhrmodel.model.bidirectional_lstm import BidirectionalLSTM
 from vhrmodel.model.column_mask import BlankPadding, ColumnMask
 from vhrmodel.model.crop_width import CropWidth
 from vhrmodel.model.residual_block import ResidualBlock, _pair
 
 HEIGHT_REDUCTIONS = ("reshape", "max", "mean")
-
-# 2: the model takes each line's width and its output no longer depends on the batch padding.
-# Files of format 1 (no `format_version`) read their padding and are refused on load.
-FORMAT_VERSION = 2
 
 
 @keras.saving.register_keras_serializable(package="vhr")
