@@ -501,6 +501,18 @@ def test_without_handwriting_fonts_synth_falls_back_and_says_so(tmp_path, monkey
     assert manifest["fonts"] and all(covers(f, REQUIRED_CHARS) for f in manifest["fonts"])
 
 
+def test_fonts_system_ignores_the_handwriting_cache_and_does_not_warn(tmp_path, monkeypatch, caplog):
+    cache = _fake_cache(tmp_path, ["patrick-hand", "itim"])
+    monkeypatch.setenv("VHR_FONTS_DIR", str(cache))
+    with caplog.at_level("WARNING", logger="vhrdata.synth.fontsource"):
+        summary = synthesize(tmp_path / "o", lines=3, writers=2, seed=0, workers=1, fonts="system", **SMALL)
+    assert "falling back" not in caplog.text
+    manifest = json.loads((tmp_path / "o" / "synth.json").read_text(encoding="utf-8"))
+    assert summary["font_source"] == manifest["font_source"] == "system" and not manifest["font_warning"]
+    assert manifest["fonts"] and not any(Path(f).is_relative_to(cache) for f in manifest["fonts"])
+    assert fontsource.handwriting_fonts("system", cache) == []
+
+
 def test_faces_are_normalised_to_a_similar_letter_size():
     from vhrdata.synth.render import _size_scale
 

@@ -30,7 +30,8 @@ from vhrdata.synth.degrade import CAMERA_PRESETS, degrade_records
                    "Fonts missing a Vietnamese letter are skipped.")
 @click.option("--fonts", type=click.Choice(FONT_SELECTIONS), default="train", show_default=True,
               help="Handwriting faces from `make fonts`: train (all but the held-out ones), held-out (the faces "
-                   "kept for the unseen-font test set) or all. Without them, the system fonts (and a warning).")
+                   "kept for the unseen-font test set) or all; without them, the system fonts (and a warning). "
+                   "system: only the system fonts (DejaVu/Noto/Andika) and --font-dir, the same on every machine.")
 @click.option("--capture", type=click.Choice(CAPTURES), default="scanner", show_default=True,
               help="scanner: white paper; camera: phone-photo paper and light (shadows, ruled lines, blur, JPEG); "
                    "mix: chosen per line.")

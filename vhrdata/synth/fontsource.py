@@ -64,7 +64,7 @@ HANDWRITING_FACES: dict[str, str] = {
 #: and one casual hand, so the set is not one style.
 HELD_OUT_FACES: tuple[str, ...] = ("pangolin", "great-vibes", "mynerve")
 
-FONT_SELECTIONS = ("train", "held-out", "all")
+FONT_SELECTIONS = ("train", "held-out", "all", "system")
 
 #: Where `make fonts` puts its cache unless FONTS_CACHE / VHR_FONTS_DIR say otherwise.
 DEFAULT_CACHE = Path.home() / ".cache" / "vhr" / "fonts"
@@ -87,14 +87,17 @@ def handwriting_fonts(selection: str = "train", cache: str | os.PathLike | None 
     """Merged handwriting TTFs in the cache that passed the coverage check, for `selection`.
 
     Args:
-        selection: "train" (all but `HELD_OUT_FACES`), "held-out" (only those) or "all".
+        selection: "train" (all but `HELD_OUT_FACES`), "held-out" (only those), "all", or
+            "system" (none: the system fonts only).
         cache: the cache folder (default `fonts_cache()`).
 
     Returns:
-        Paths sorted by face name; empty when `make fonts` has not been run.
+        Paths sorted by face name; empty when `make fonts` has not been run (or for "system").
     """
     if selection not in FONT_SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(FONT_SELECTIONS)}. Received: {selection!r}")
+    if selection == "system":
+        return []
     root = Path(cache) if cache is not None else fonts_cache()
     found = []
     for path in sorted((root / "ttf").glob("*.ttf")):
@@ -241,7 +244,7 @@ class FontChoice:
     """The fonts a synth run uses, where they come from, and why, when it fell back."""
 
     fonts: tuple[Path, ...]
-    source: str  # "handwriting", "system-fallback" or "explicit"
+    source: str  # "handwriting", "system" (asked for), "system-fallback" or "explicit"
     selection: str
     warning: str = ""
 
@@ -258,12 +261,15 @@ def resolve_fonts(
     warning and says so in the result (synth.json records it).
 
     Args:
-        selection: "train", "held-out" or "all" (see `HELD_OUT_FACES`).
+        selection: "train", "held-out" or "all" (see `HELD_OUT_FACES`), or "system": only the
+            system fonts and `font_dirs`, on every machine the same, whatever the cache holds.
         font_dirs: extra folders of fonts, added to the handwriting faces (or to the fallback).
         cache: the font cache (default `fonts_cache()`).
     """
     from vhrdata.synth.fonts import find_fonts
 
+    if selection == "system":
+        return FontChoice(tuple(find_fonts(extra_dirs=font_dirs)), "system", selection)
     faces = handwriting_fonts(selection, cache)
     extra = find_fonts(extra_dirs=font_dirs, system=False) if font_dirs else []
     if faces:
