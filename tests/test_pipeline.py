@@ -146,7 +146,17 @@ def test_shipped_pipelines_build_at_the_height_their_preset_recommends(path):
     train, build = pipe.step("train"), pipe.step("build-lmdb")
     if train is None:
         pytest.skip("no train stage")
-    assert "preset" in train.options, "a pipeline that trains names its preset"
+    if train.options.get("init-from") == "starter":
+        # Fine-tuning the starter: the store is built at the starter's height, or init-from warns.
+        from vhrmodel.starter import STARTER_FILE, STARTER_HEIGHT
+
+        if STARTER_FILE.is_file():
+            from vhrmodel.artifact import read_model_info
+
+            assert read_model_info(STARTER_FILE)["preprocessing"]["height"] == STARTER_HEIGHT
+        assert int(build.options["height"]) == STARTER_HEIGHT
+        return
+    assert "preset" in train.options, "a pipeline that trains names its preset (or fine-tunes the starter)"
     assert int(build.options["height"]) == RECOMMENDED_HEIGHT[train.options["preset"]]
 
 
@@ -192,8 +202,8 @@ def test_a_pipeline_that_trains_prints_plan_preset_and_estimate_before_the_first
     first_stage = next(i for i, x in enumerate(lines) if x.startswith("[1/"))
     head = "\n".join(lines[:first_stage])
     assert "plan: synth → ingest → split → build-lmdb → verify → stats → train → evaluate" in head
-    assert re.search(r"train: preset tiny, 12 epoch\(s\), ~480 train \+ ~60 val lines", head)
-    assert re.search(r"estimated training time ~\d+ min = 12 epochs × 540 lines × 0.04 s", head)
+    assert re.search(r"train: preset small, fine-tuned from starter, 6 epoch\(s\), ~480 train \+ ~60 val lines", head)
+    assert re.search(r"estimated training time ~\d+ min = 6 epochs × 540 lines × 0.067 s", head)
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
 
 

@@ -214,9 +214,11 @@ class TrainEstimate:
     seconds: float | None  # None when the line count is unknown
     seconds_per_line: float
     capped_by_time_limit: bool = False
+    init_from: str | None = None  # the model it fine-tunes (--init-from), if any
 
     def describe(self) -> str:
-        head = f"train: preset {self.preset}, {self.epochs} epoch(s)"
+        tuned = f", fine-tuned from {self.init_from}" if self.init_from else ""
+        head = f"train: preset {self.preset}{tuned}, {self.epochs} epoch(s)"
         if self.seconds is None:
             return f"{head}; line count unknown until the data is ingested ({self.lines_from})"
         cap = " (capped by --time-limit)" if self.capped_by_time_limit else ""
@@ -292,12 +294,15 @@ def estimate_training(pipe: Pipeline) -> TrainEstimate | None:
     if step is None:
         return None
     o = step.options
-    preset = str(o.get("preset") or DEFAULT_PRESET)
+    init_from = str(o["init-from"]) if o.get("init-from") else None
+    # Without --preset, train builds the init model's architecture; the starter is `small`.
+    default = DEFAULT_PRESET if init_from in (None, "starter") else f"of {init_from}"
+    preset = str(o.get("preset") or default)
     epochs = int(o.get("epochs") or DEFAULT_EPOCHS)
     per_line = SECONDS_PER_LINE.get(preset, SECONDS_PER_LINE[DEFAULT_PRESET])
     train_lines, val_lines, source = estimate_lines(pipe)
     if train_lines is None:
-        return TrainEstimate(preset, epochs, None, None, source, None, per_line)
+        return TrainEstimate(preset, epochs, None, None, source, None, per_line, init_from=init_from)
     if o.get("steps-per-epoch"):
         train_lines = min(train_lines, int(o["steps-per-epoch"]) * int(o.get("batch-size") or 16))
     if o.get("val-limit"):
@@ -308,4 +313,4 @@ def estimate_training(pipe: Pipeline) -> TrainEstimate | None:
         limit = float(o["time-limit"]) * 60 + (train_lines + val_lines) * per_line  # stops after that epoch
         capped = limit < seconds
         seconds = min(seconds, limit)
-    return TrainEstimate(preset, epochs, train_lines, val_lines, source, seconds, per_line, capped)
+    return TrainEstimate(preset, epochs, train_lines, val_lines, source, seconds, per_line, capped, init_from)

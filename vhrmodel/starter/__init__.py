@@ -11,6 +11,9 @@ from pathlib import Path
 from vhrmodel.errors import ModelFileError
 
 STARTER_FILE = Path(__file__).with_name("starter.keras")
+#: The line height the starter was trained at (its file carries all its preprocessing settings);
+#: a store built to fine-tune it uses this height (`vhrdata build-lmdb --height 32`).
+STARTER_HEIGHT = 32
 
 
 def starter_path() -> Path:
