@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on the project's own synthetic data:
-# synth → ingest → split → build-lmdb → verify → stats → fine-tune the starter model → evaluate → predict.
+# synth → ingest → split → build-lmdb → verify → stats → short train → evaluate → predict one line.
 set -euo pipefail
 work="${1:-demo-out}"
 export PATH="$PWD/.venv/bin:$PATH"
@@ -21,5 +21,5 @@ echo "demo finished; outputs in $work/:"
 echo "  records/   records.parquet, quarantine.jsonl, ingest.json, split.json"
 echo "  store/     sharded LMDB store (vhrdata verify $work/store)"
 echo "  report/    report.html, report.md, report.json"
-echo "  run/       model.keras (fine-tuned from the starter model), history.csv, history.png"
+echo "  run/       model.keras, history.csv, history.png"
 echo "  eval/      metrics.json and the worst lines"

@@ -1,9 +1,10 @@
-"""`make demo` from the repository, as a newcomer runs it: it must read its own synthetic lines.
+"""`make demo` from the repository, as a newcomer runs it (slow: about 4-5 minutes on 2 cores).
 
-Slow (about 5 minutes on 2 cores): synth → ... → fine-tune the shipped starter model → evaluate →
-predict one line. Needs the starter model in the package (vhrmodel/starter/starter.keras).
+The demo runs pipelines/synthetic.yaml (synth → ingest → split → build-lmdb → verify → stats →
+train → evaluate) and then `vhrmodel predict` on one test line. One run serves every test here.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -12,28 +13,49 @@ import pytest
 
 from conftest import REPO
 from vhrmodel.metrics import cer
-from vhrmodel.starter import STARTER_FILE
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not STARTER_FILE.is_file(), reason="this checkout ships no starter model")
-def test_make_demo_reads_its_synthetic_lines(tmp_path):
-    env = {**os.environ, "MAKEFLAGS": ""}
-    proc = subprocess.run(["make", "-C", str(REPO), "demo", f"DEMO_DIR={tmp_path / 'demo'}"],
-                          capture_output=True, text=True, timeout=1500, env=env)
-    out = proc.stdout + proc.stderr
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("demo") / "demo-out"
+    proc = subprocess.run(["make", "-C", str(REPO), "demo", f"DEMO_DIR={out_dir}"],
+                          capture_output=True, text=True, timeout=1500, env={**os.environ, "MAKEFLAGS": ""})
+    return proc, proc.stdout + proc.stderr, out_dir
+
+
+def _summary(out):
+    found = re.findall(r"(\d+) lines · CER ([\d.]+)% · WER ([\d.]+)%", out)
+    assert found, out[-3000:]
+    lines, c, w = found[-1]
+    return int(lines), float(c), float(w)
+
+
+def test_make_demo_runs_end_to_end_and_prints_what_it_measured(demo):
+    proc, out, out_dir = demo
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out
-    # evaluate's summary line of the test split: "N lines · CER x% · WER y% · ..."
-    summaries = re.findall(r"(\d+) lines · CER ([\d.]+)% · WER ([\d.]+)%", out)
-    assert summaries, out[-3000:]
-    lines, demo_cer, _ = summaries[-1]
-    assert int(lines) >= 30
-    assert float(demo_cer) <= 10.0, out[-3000:]
-    truth = re.search(r"^  truth: (.*)$", out, re.M).group(1)
+    lines, demo_cer, demo_wer = _summary(out)
+    metrics = json.loads((out_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    # The printed figures are the saved ones, on the untouched test split.
+    assert metrics["split"] == "test" and metrics["lines"] == lines >= 30
+    assert round(metrics["cer"] * 100, 2) == demo_cer and round(metrics["wer"] * 100, 2) == demo_wer
+    # predict read one test line and printed its truth beside what it read.
+    truth = re.search(r"^  truth: (.+)$", out, re.M).group(1)
     read = re.search(r"^  read:  (.*)$", out, re.M).group(1)
-    assert read.strip(), "predict printed no text"
-    assert cer([truth], [read]) <= 0.25, (truth, read)
-    # The metrics the summary printed are the ones written to disk.
-    assert (tmp_path / "demo" / "eval" / "metrics.json").is_file()
+    assert truth.strip() and read.strip(), "predict printed no text"
+    assert "demo finished; outputs in" in out
+    for folder in ("records", "store", "report", "run", "eval"):
+        assert (out_dir / folder).is_dir(), folder
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: the demo does not read yet (no starter model ships); "
+                                       "the target is CER <= 10 % and a readable predict")
+def test_make_demo_reads_its_synthetic_lines(demo):
+    proc, out, _ = demo
+    assert proc.returncode == 0
+    _, demo_cer, _ = _summary(out)
+    truth = re.search(r"^  truth: (.+)$", out, re.M).group(1)
+    read = re.search(r"^  read:  (.*)$", out, re.M).group(1)
+    assert demo_cer <= 10.0 and cer([truth], [read]) <= 0.25

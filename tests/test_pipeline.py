@@ -202,9 +202,21 @@ def test_a_pipeline_that_trains_prints_plan_preset_and_estimate_before_the_first
     first_stage = next(i for i, x in enumerate(lines) if x.startswith("[1/"))
     head = "\n".join(lines[:first_stage])
     assert "plan: synth → ingest → split → build-lmdb → verify → stats → train → evaluate" in head
-    assert re.search(r"train: preset small, fine-tuned from starter, 6 epoch\(s\), ~480 train \+ ~60 val lines", head)
-    assert re.search(r"estimated training time ~\d+ min = 6 epochs × 540 lines × 0.067 s", head)
+    assert re.search(r"train: preset tiny, 12 epoch\(s\), ~480 train \+ ~60 val lines", head)
+    assert re.search(r"estimated training time ~\d+ min = 12 epochs × 540 lines × 0.04 s", head)
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
+
+
+def test_the_plan_names_the_model_a_train_stage_fine_tunes(tmp_path):
+    from vhrdata.pipeline import estimate_training
+
+    p = write(tmp_path, "name: t\nstages:\n  - train: {init-from: starter, epochs: 3}\n")
+    est = estimate_training(load_pipeline(p, work=str(tmp_path)))
+    assert est.preset == "small" and est.init_from == "starter"
+    assert est.describe().startswith("train: preset small, fine-tuned from starter, 3 epoch(s)")
+    p = write(tmp_path, "name: t\nstages:\n  - train: {init-from: runs/a/model.keras}\n")
+    est = estimate_training(load_pipeline(p, work=str(tmp_path)))
+    assert est.init_from.endswith("runs/a/model.keras") and est.preset == f"of {est.init_from}"
 
 
 def test_a_pipeline_without_train_prints_no_estimate(tmp_path):
