@@ -180,13 +180,9 @@ def test_summary_line():
 @pytest.fixture(scope="module")
 def untrained_model(line_store, tmp_path_factory):
     """A tiny model with random weights and the store's charset and settings (no training)."""
-    from vhrdata.store import open_store
-    from vhrmodel.artifact import save_model
-    from vhrmodel.presets import build_model
+    from vhrmodel_fixtures import untrained_tiny_model
 
-    store = open_store(line_store)
-    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
-    return save_model(model, tmp_path_factory.mktemp("analysis_model") / "model.keras")
+    return untrained_tiny_model(line_store, tmp_path_factory.mktemp("analysis_model"))
 
 
 def test_evaluate_writes_the_vietnamese_section(line_store, untrained_model, tmp_path):

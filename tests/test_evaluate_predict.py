@@ -5,7 +5,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from vhrmodel_fixtures import TEXTS, build_line_store
+from vhrmodel_fixtures import TEXTS, build_line_store, untrained_tiny_model
 
 from vhrdata.batching import pad_images
 from vhrdata.errors import StoreError
@@ -22,9 +22,7 @@ from vhrmodel.presets import build_model
 @pytest.fixture(scope="module")
 def untrained_model(line_store, tmp_path_factory) -> Path:
     """A tiny model with the store's charset and settings but random weights: every line is wrong."""
-    store = open_store(line_store)
-    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
-    return save_model(model, tmp_path_factory.mktemp("untrained") / "model.keras")
+    return untrained_tiny_model(line_store, tmp_path_factory.mktemp("untrained"))
 
 
 def record_paths(line_store) -> dict[str, str]:

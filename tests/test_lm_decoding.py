@@ -5,16 +5,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from vhrmodel_fixtures import TEXTS
+from vhrmodel_fixtures import TEXTS, untrained_tiny_model
 
 from vhrdata.records import read_records
 from vhrdata.store import open_store
-from vhrmodel.artifact import save_model
 from vhrmodel.cli import main
 from vhrmodel.lexicon import Lexicon, SnapSettings, snap_fields
 from vhrmodel.lm import read_char_lm, write_char_lm, write_tuned
 from vhrmodel.predict import Recognizer
-from vhrmodel.presets import build_model
 from vhrmodel.tune import tune_lm
 
 
@@ -25,9 +23,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def model_file(line_store, tmp_path_factory):
     """A tiny model with the store's charset and settings (random weights: fast, and wrong)."""
-    store = open_store(line_store)
-    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
-    return save_model(model, tmp_path_factory.mktemp("lm_model") / "model.keras")
+    return untrained_tiny_model(line_store, tmp_path_factory.mktemp("lm_model"))
 
 
 @pytest.fixture(scope="module")

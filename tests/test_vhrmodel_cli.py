@@ -2,10 +2,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from vhrmodel_fixtures import TEXTS
+from vhrmodel_fixtures import TEXTS, untrained_tiny_model
 
 from vhrdata.store import open_store
-from vhrmodel.artifact import save_model
 from vhrmodel.cli import main
 from vhrmodel.presets import build_model
 
@@ -17,9 +16,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def model_file(line_store, tmp_path_factory):
-    store = open_store(line_store)
-    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
-    return save_model(model, tmp_path_factory.mktemp("cli_model") / "model.keras")
+    return untrained_tiny_model(line_store, tmp_path_factory.mktemp("cli_model"))
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,18 @@ def build_line_store(root: Path, texts=TEXTS, height: int = HEIGHT, **kwargs) ->
     return root / "store"
 
 
+def untrained_tiny_model(store_path: Path, folder: Path) -> Path:
+    """folder/model.keras: the tiny preset with the store's charset and settings, random weights
+    (fast to make; every line is read wrong)."""
+    from vhrdata.store import open_store
+    from vhrmodel.artifact import save_model
+    from vhrmodel.presets import build_model
+
+    store = open_store(store_path)
+    model = build_model("tiny", alphabet=store.alphabet, preprocessing=store.settings.to_dict())
+    return save_model(model, folder / "model.keras")
+
+
 @pytest.fixture(scope="session")
 def line_store(tmp_path_factory) -> Path:
     """A store of the 16 TEXTS lines at height 32, in train, val and test (copies)."""

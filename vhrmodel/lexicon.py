@@ -157,17 +157,11 @@ class Lexicon:
         from vhrdata.synth.addresses import load_gazetteer
 
         g = gazetteer or load_gazetteer()
-        wards, districts, provinces = set(), set(), []
-        for by_d in g.legacy.values():
-            for wards_of_d in by_d.values():
-                wards.update(u.ward for u in wards_of_d)
-                districts.add(wards_of_d[0].district)
-        for units in g.modern.values():
-            wards.update(u.ward for u in units)
+        provinces = []
         for p in g.provinces:
             provinces.append(p.name)
             provinces += [(v, p.name) for v in p.variants]
-        return cls({"ward": sorted(wards), "district": sorted(districts), "province": provinces})
+        return cls({"ward": sorted(g.ward_names()), "district": sorted(g.district_names()), "province": provinces})
 
     def _choice_lists(self, groups: frozenset[str]):
         cached = self._choices.get(groups)

@@ -109,18 +109,22 @@ class Gazetteer:
             for p, by_d in self.legacy.items()
         }
 
+    def ward_names(self) -> set[str]:
+        """Every ward, commune and town name, legacy and 2025."""
+        names = {u.ward for by_d in self.legacy.values() for wards in by_d.values() for u in wards}
+        names.update(u.ward for wards in self.modern.values() for u in wards)
+        return names
+
+    def district_names(self) -> set[str]:
+        """Every legacy district name."""
+        return {wards[0].district for by_d in self.legacy.values() for wards in by_d.values()}
+
     def words(self) -> set[str]:
         """Every name used (units, streets, hamlets, province spellings)."""
-        names = set(self.hamlets + self.streets)
+        names = set(self.hamlets + self.streets) | self.ward_names() | self.district_names()
         for p in self.provinces:
             names.add(p.name)
             names.update(p.variants)
-        for by_d in self.legacy.values():
-            for wards in by_d.values():
-                names.update(u.ward for u in wards)
-                names.add(wards[0].district)
-        for wards in self.modern.values():
-            names.update(u.ward for u in wards)
         return names
 
 
