@@ -21,7 +21,6 @@ import os
 from vhrmodel.errors import MissingDependencyError
 
 TRAIN_HINT = "pip install 'vhr[train]'"
-LITE_HINT = "pip install 'vhr[lite]'"
 # What a light install runs on beyond the core's numpy and OpenCV, by the part that needs it:
 # the runtimes of ONNX and LiteRT exports, and rapidfuzz for lexicon snapping.
 LITE_MODULES = {"onnx": "onnxruntime", "litert": "ai_edge_litert", "lexicon": "rapidfuzz"}
