@@ -79,6 +79,17 @@ def test_resume_continues_epochs_and_optimizer_state(line_store, tmp_path):
     assert int(load_model(run / LAST_MODEL, compile=True).optimizer.iterations) == 3 * steps_per_epoch
 
 
+@pytest.mark.slow
+def test_steps_per_epoch_shorter_than_an_epoch_never_runs_out_of_data(line_store, tmp_path):
+    # 16 lines at batch 4 make 4 steps; 3 steps a "epoch" for 5 epochs reads 15 batches, past the
+    # first data epoch (the dataset used to end there with "ran out of data").
+    run = tmp_path / "run"
+    summary = train(line_store, run, quick_config(epochs=5, steps_per_epoch=3))
+    assert summary["epochs_run"] == 5
+    assert int(load_model(run / LAST_MODEL, compile=True).optimizer.iterations) == 5 * 3
+    assert [r["epoch"] for r in history(run)] == ["1", "2", "3", "4", "5"]
+
+
 def test_resume_needs_a_run(line_store, tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(line_store, tmp_path / "empty", quick_config(), resume=True)

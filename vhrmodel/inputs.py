@@ -57,8 +57,13 @@ def _tf_signature(height: int):
     )
 
 
-def tf_epochs_dataset(epoch_batches: Callable[[int], Iterator[Batch]], steps: int, height: int, first_epoch: int = 0):
+def tf_epochs_dataset(epoch_batches: Callable[[int], Iterator[Batch]], steps: int | None, height: int,
+                      first_epoch: int = 0):
     """A tf.data.Dataset over `epoch_batches(epoch)`; each new pass runs the next epoch.
+
+    `steps` is the number of batches of one epoch. None makes the dataset endless (each data
+    epoch follows the last), for `fit(steps_per_epoch=...)` with fewer steps than an epoch holds:
+    Keras then keeps one iterator across its epochs, which a one-epoch dataset would run out of.
 
     Used with the TensorFlow backend instead of a PyDataset: Keras would infer the tensor
     shapes of a PyDataset from its first two batches and fix any dimension they happen to
@@ -74,7 +79,10 @@ def tf_epochs_dataset(epoch_batches: Callable[[int], Iterator[Batch]], steps: in
             yield to_keras(b)
 
     data = tf.data.Dataset.from_generator(generate, output_signature=_tf_signature(height))
-    data = data.apply(tf.data.experimental.assert_cardinality(steps))
+    if steps is None:
+        data = data.repeat()
+    else:
+        data = data.apply(tf.data.experimental.assert_cardinality(steps))
     options = tf.data.Options()
     # Under tf.distribute each worker already reads only its own shard of the store.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -232,7 +232,10 @@ def train(
         source = records_source(store, data_config, charset, augmenter, records=records)
     steps = source.steps
     if keras.backend.backend() == "tensorflow":
-        train_data = tf_epochs_dataset(source.epoch_batches, steps, store.settings.height, initial_epoch)
+        # A --steps-per-epoch cap shorter than an epoch needs an endless dataset (see tf_epochs_dataset).
+        capped = config.steps_per_epoch is not None and config.steps_per_epoch < steps
+        train_data = tf_epochs_dataset(source.epoch_batches, None if capped else steps, store.settings.height,
+                                       initial_epoch)
         width_multiple = 1
     else:
         width_multiple = 64
