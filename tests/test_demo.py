@@ -50,8 +50,6 @@ def test_make_demo_runs_end_to_end_and_prints_what_it_measured(demo):
         assert (out_dir / folder).is_dir(), folder
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the demo does not read yet (no starter model ships); "
-                                       "the target is CER <= 10 % and a readable predict")
 def test_make_demo_reads_its_synthetic_lines(demo):
     proc, out, _ = demo
     assert proc.returncode == 0

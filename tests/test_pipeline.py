@@ -202,8 +202,8 @@ def test_a_pipeline_that_trains_prints_plan_preset_and_estimate_before_the_first
     first_stage = next(i for i, x in enumerate(lines) if x.startswith("[1/"))
     head = "\n".join(lines[:first_stage])
     assert "plan: synth → ingest → split → build-lmdb → verify → stats → train → evaluate" in head
-    assert re.search(r"train: preset tiny, 12 epoch\(s\), ~480 train \+ ~60 val lines", head)
-    assert re.search(r"estimated training time ~\d+ min = 12 epochs × 540 lines × 0.04 s", head)
+    assert re.search(r"train: preset small, fine-tuned from starter, 2 epoch\(s\), ~480 train \+ ~60 val lines", head)
+    assert re.search(r"estimated training time ~\d+ s = 2 epochs × 540 lines × 0.067 s", head)
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
 
 

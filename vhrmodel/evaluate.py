@@ -185,11 +185,9 @@ def evaluate(
 
 def _model_bytes(model_path) -> int | None:
     """Size of the model file (or export folder); "starter" is the shipped file."""
-    path = Path(model_path)
-    if str(model_path) == "starter":
-        from vhrmodel.starter import starter_path
+    from vhrmodel.starter import resolve_model
 
-        path = starter_path()
+    path = resolve_model(model_path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size if path.exists() else None

@@ -144,11 +144,9 @@ def open_runtime(model) -> Runtime:
         return model
     if not isinstance(model, (str, Path)):
         return KerasRuntime(model)
-    if str(model) == "starter":
-        from vhrmodel.starter import starter_path
+    from vhrmodel.starter import resolve_model
 
-        model = starter_path()
-    path = Path(model)
+    path = resolve_model(model)
     if path.is_dir():
         try:
             from vhrmodel.export import open_exported

@@ -82,7 +82,9 @@ def _build(config: TrainConfig, alphabet: str, settings_dict: dict[str, Any], in
 
     if init_from is None:
         return build_model(config.preset or "small", alphabet=alphabet, preprocessing=settings_dict), None
-    source = load_model(init_from)
+    from vhrmodel.starter import resolve_model
+
+    source = load_model(resolve_model(init_from))
     if source.preprocessing != settings_dict:
         log.warning("init model %s was trained with preprocessing %s, the store uses %s",
                     init_from, source.preprocessing, settings_dict)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from vhrmodel.errors import ModelFileError
 
+#: The name that stands for the shipped model wherever a model file is asked for.
+STARTER_NAME = "starter"
 STARTER_FILE = Path(__file__).with_name("starter.keras")
 #: The line height the starter was trained at (its file carries all its preprocessing settings);
 #: a store built to fine-tune it uses this height (`vhrdata build-lmdb --height 32`).
@@ -28,3 +30,12 @@ def starter_path() -> Path:
             "train one with `vhrmodel train`, or reinstall vhr"
         )
     return STARTER_FILE
+
+
+def resolve_model(model: str | Path) -> Path:
+    """The file a model argument names: "starter" is the shipped starter, anything else a path.
+
+    Raises:
+        ModelFileError: "starter", and this installation has no starter model.
+    """
+    return starter_path() if str(model) == STARTER_NAME else Path(model)
