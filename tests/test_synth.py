@@ -20,6 +20,7 @@ from vhrdata.errors import SynthError
 from vhrdata.synth import (
     VIETNAMESE_LETTERS,
     covers,
+    draws_letters,
     find_fonts,
     generate_texts,
     load_gazetteer,
@@ -111,6 +112,21 @@ def test_fonts_missing_vietnamese_are_skipped(tmp_path):
     shutil.copy(bundled / "cmr10.ttf", tmp_path / "latin_only.ttf")  # Computer Modern: no Vietnamese
     assert missing_chars(tmp_path / "latin_only.ttf", VIETNAMESE_LETTERS)
     assert [f.name for f in find_fonts([tmp_path], system=False)] == ["good.ttf"]
+
+
+def test_placeholder_fonts_whose_cmap_covers_everything_are_skipped(tmp_path):
+    # matplotlib's LastResortHE maps every code point to a box per Unicode block: its cmap "covers"
+    # Vietnamese, so the coverage check alone let `--font-dir` draw boxes under real labels.
+    bundled = matplotlib_font_dir()
+    last_resort = bundled / "LastResortHE-Regular.ttf"
+    if not last_resort.is_file():
+        pytest.skip(f"this matplotlib ships no {last_resort.name}")
+    shutil.copy(bundled / "DejaVuSans.ttf", tmp_path / "good.ttf")
+    shutil.copy(last_resort, tmp_path / "boxes.ttf")
+    assert missing_chars(tmp_path / "boxes.ttf", VIETNAMESE_LETTERS) == ""
+    assert not draws_letters(tmp_path / "boxes.ttf") and draws_letters(tmp_path / "good.ttf")
+    assert [f.name for f in find_fonts([tmp_path], system=False)] == ["good.ttf"]
+    assert "LastResortHE-Regular.ttf" not in [f.name for f in find_fonts([bundled], system=False)]
 
 
 def test_every_letter_draws_a_real_glyph_in_every_font():

@@ -20,7 +20,7 @@ from vhrdata.synth.addresses import (
     old_tone_style,
 )
 from vhrdata.synth.camera import SYNTH_CAMERA, TEST_CAMERA, TEST_CAMERA_SEED, CameraRanges, camera_degrade
-from vhrdata.synth.fonts import REQUIRED_CHARS, VIETNAMESE_LETTERS, covers, find_fonts, missing_chars
+from vhrdata.synth.fonts import REQUIRED_CHARS, VIETNAMESE_LETTERS, covers, draws_letters, find_fonts, missing_chars
 from vhrdata.synth.fontsource import (
     FONT_SELECTIONS,
     HANDWRITING_FACES,
@@ -61,6 +61,7 @@ __all__ = [
     "load_gazetteer",
     "make_writers",
     "missing_chars",
+    "draws_letters",
     "old_tone_style",
     "render_line",
     "synthesize",

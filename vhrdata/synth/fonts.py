@@ -84,6 +84,35 @@ def covers(path: str | os.PathLike, text: str) -> bool:
     return not missing_chars(path, text)
 
 
+# Letters a font must draw as distinct, visible shapes. A "last resort" font (matplotlib ships
+# LastResortHE) maps every code point to one placeholder box per Unicode block, so its cmap covers
+# Vietnamese while it draws no letter at all.
+_DISTINCT_LETTERS = "aboơđ"
+
+
+@functools.lru_cache(maxsize=None)
+def draws_letters(path: str | os.PathLike) -> bool:
+    """True when the font at `path` draws a few letters as distinct, non-blank glyphs.
+
+    Rejects placeholder fonts (LastResort, blank fonts) whose cmap covers every character.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.truetype(str(path), 40)
+    except OSError:
+        return False
+    shapes = set()
+    for ch in _DISTINCT_LETTERS:
+        image = Image.new("L", (80, 80), 0)
+        ImageDraw.Draw(image).text((10, 5), ch, font=font, fill=255)
+        data = image.tobytes()
+        if not any(data):
+            return False
+        shapes.add(data)
+    return len(shapes) == len(_DISTINCT_LETTERS)
+
+
 def _candidates(dirs: Iterable[Path], name_filter: bool) -> list[Path]:
     found = []
     for root in dirs:
@@ -131,6 +160,8 @@ def find_fonts(
         missing = missing_chars(by_name[name], required)
         if missing:
             logger.debug("font %s skipped: no glyph for %r", by_name[name], missing[:20])
+        elif not draws_letters(by_name[name]):
+            logger.warning("font %s skipped: it draws placeholder boxes, not letters", by_name[name])
         else:
             usable.append(by_name[name])
     return usable
