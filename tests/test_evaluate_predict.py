@@ -79,6 +79,24 @@ def test_evaluate_reports_exactly_what_predict_returns(line_store, untrained_mod
     assert "Infinity" not in (tmp_path / "eval" / "metrics.json").read_text()
 
 
+def test_decoded_text_is_normalised_as_evaluate_scores_it(untrained_model):
+    """A decoder that emits a space at either end or two in a row gives predict the text
+    evaluate reports (CI once read 'uế ' in predict and 'uế' in evaluate)."""
+    from vhrmodel.decoding import ctc_confidences, log_softmax
+
+    rec = Recognizer(untrained_model)
+    c = rec.charset
+    a, b = [ch for ch in c.chars if ch != " "][:2]
+    path = [c.encode(ch).tolist()[0] if ch != "-" else 0 for ch in f" {a}-  {b} - "]
+    logits = np.full((1, len(path), c.num_classes), -5.0, np.float32)
+    logits[0, np.arange(len(path)), path] = 5.0
+    lengths = np.array([len(path)])
+    texts, confs = rec.decode(logits, lengths)
+    assert texts == [f"{a} {b}"]
+    want = ctc_confidences(log_softmax(logits), [c.encode(f"{a} {b}").tolist()], lengths)[0]
+    assert confs[0] == pytest.approx(want)
+
+
 def test_evaluate_writes_metrics_report_and_worst_lines(line_store, untrained_model, tmp_path):
     out = tmp_path / "eval"
     m = evaluate(untrained_model, line_store, out, split="test", worst=5, batch_size=4)

@@ -2,8 +2,9 @@
 
 An image goes through `vhrdata.preprocess` with the settings stored in the model (the store's),
 so a line predicted from its file is exactly the tensor the model was trained and evaluated on.
-The model is batch-invariant, so a line reads the same alone and in any batch, and the numbers
-`vhrmodel evaluate` reports are exactly what `predict` returns.
+The model is batch-invariant, so a line reads the same alone and in any batch, and decoded text
+is normalised as `vhrmodel.metrics.normalize_text` scores it (no space at either end, one between
+words), so the numbers `vhrmodel evaluate` reports are exactly what `predict` returns.
 
 This module imports neither TensorFlow nor Keras: a `.keras` file loads Keras when opened, an
 exported model only its own runtime.
@@ -164,9 +165,29 @@ class Recognizer:
                                            lm=self.lm, lm_weight=self.lm_weight, return_confidence=True)
         else:
             texts, confs = ctc_greedy_decode(logits, self.charset, logit_lengths=lengths, return_confidence=True)
+        texts, confs = self._normalized(texts, confs, logits, lengths)
         if self.lexicon is not None:
             texts, confs = self.apply_lexicon(texts, confs, logits, lengths)
         return texts, confs
+
+    def _normalized(self, texts: Sequence[str], confs: Sequence[float], logits: np.ndarray, lengths: np.ndarray
+                    ) -> tuple[list[str], list[float]]:
+        """Decoded texts as `vhrmodel.metrics.normalize_text` writes them (one space between
+        words, none at either end), the form `evaluate` scores, so `predict`, the server and
+        the reports give the same string; a changed line's confidence is that of its new text."""
+        from vhrmodel.decoding import ctc_confidences, log_softmax
+        from vhrmodel.metrics import normalize_text
+
+        out_texts, out_confs = list(texts), list(confs)
+        for i, text in enumerate(texts):
+            clean = normalize_text(text)
+            if clean == text:
+                continue
+            out_texts[i] = clean
+            length = int(lengths[i])
+            out_confs[i] = ctc_confidences(log_softmax(logits[i : i + 1, :length]),
+                                           [self.charset.encode(clean).tolist()], np.array([length]))[0]
+        return out_texts, out_confs
 
     def char_spans(self, texts: Sequence[str], logits: np.ndarray, lengths: np.ndarray
                    ) -> list[list[tuple[int, int, float]]]:
