@@ -66,6 +66,20 @@ def test_train_rejects_a_bad_augment_config(line_store, tmp_path):
     assert "p_nosie" in result.output
 
 
+def test_augment_config_camera_names_the_camera_effects_and_a_missing_file_is_refused(line_store, tmp_path):
+    from vhrmodel.augment import CAMERA_EFFECTS, AugmentConfig
+    from vhrmodel.cli.train import _augment_config
+
+    cfg = _augment_config("camera")
+    assert cfg == AugmentConfig.with_camera()
+    assert all(getattr(cfg, f"p_{name}") > 0 for name in CAMERA_EFFECTS)
+    assert all(getattr(AugmentConfig(), f"p_{name}") == 0 for name in CAMERA_EFFECTS)
+    result = run("train", "--store", line_store, "--out", tmp_path / "run", "--augment-config", tmp_path / "no.yaml")
+    assert result.exit_code == 2
+    assert "no.yaml" in result.output and "neither 'camera' nor a file" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_evaluate_writes_reports(line_store, model_file, tmp_path):
     out = tmp_path / "eval"
     result = run("evaluate", "--model", model_file, "--store", line_store, "--split", "val", "--out", out,

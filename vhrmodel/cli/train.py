@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -79,6 +80,10 @@ def _augment_config(path: str | None):
 
     if path is None:
         return None
+    if path == "camera":
+        return AugmentConfig.with_camera()
+    if not os.path.isfile(path):
+        raise click.BadParameter(f"{path} is neither 'camera' nor a file", param_hint="--augment-config")
     import yaml
 
     with open(path, encoding="utf-8") as f:
@@ -110,8 +115,10 @@ def _augment_config(path: str | None):
 @click.option("--lr-patience", type=click.IntRange(min=1), default=4, show_default=True,
               help="Epochs without val loss improvement before the learning rate is halved.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Augment training batches.")
-@click.option("--augment-config", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
-              help="YAML/JSON file of AugmentConfig fields (e.g. p_elastic: 0.5).")
+@click.option("--augment-config", type=str, default=None, metavar="FILE|camera",
+              help="YAML/JSON file of AugmentConfig fields (e.g. p_elastic: 0.5), or `camera`: the defaults plus "
+                   "phone-camera effects (uneven light, shadows, ruled lines, perspective, motion blur, JPEG) "
+                   "at probability 0.3 each.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.keras (weights, optimizer, epoch).")
 @click.option("--init-from", type=click.Path(path_type=str), default=None,
               help="Fine-tune this model file; its output layer is mapped onto the store's alphabet by character.")
