@@ -153,7 +153,7 @@ def _write_report(report: dict, path: Path) -> None:
     path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
-def _commit(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], report: dict) -> dict:
+def commit_output(out: Path, df: pd.DataFrame, quarantined: list[QuarantineItem], report: dict) -> dict:
     """Write the three output files into a staging folder inside `out` and commit them as one unit.
 
     Nothing in `out` changes until all three are written and synced, so a full disk or an I/O error leaves
@@ -332,7 +332,7 @@ def _ingest_locked(reader, src, out: Path, settings: IngestSettings, callback, s
         **reader.info,
         "seconds": round(time.time() - started, 3),
     }
-    by_reason = _commit(out, df, quarantined, report)
+    by_reason = commit_output(out, df, quarantined, report)
     log.info("ingest %s: in %d kept %d quarantined %d", src, n_in, kept, n_q)
     return IngestResult(out, reader.layout, n_in, kept, n_q, by_reason, reader.info)
 

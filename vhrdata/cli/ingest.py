@@ -1,12 +1,15 @@
-"""`vhrdata ingest`, `vhrdata split` and `vhrdata check-leakage`."""
+"""`vhrdata ingest`, `vhrdata split`, `vhrdata merge` and `vhrdata check-leakage`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from vhrdata.cli.common import LazyProgress, handle_errors
 from vhrdata.images import SizeLimits
 from vhrdata.ingest import IngestSettings, ingest
+from vhrdata.merge import MergeInput, merge_records
 from vhrdata.raw_formats import DEFAULT_MAX_FILE_BYTES, LAYOUTS
 from vhrdata.records import SPLITS, read_records
 from vhrdata.split import GROUPS, METHODS, check_leakage, parse_ratios, split_records
@@ -160,4 +163,36 @@ def check_leakage_cmd(directory):
     click.echo("no writer or image leaks")
 
 
-COMMANDS = [ingest_cmd, split_cmd, check_leakage_cmd]
+@click.command("merge")
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="The merged records folder (new, or an earlier merge's output).")
+@click.option("--train-only", "train_only", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="A records folder whose lines all go to train (split or not), e.g. synthetic lines. Repeatable.")
+@handle_errors
+def merge_cmd(inputs, out, train_only):
+    """Merge records folders into one split records folder, ready for build-lmdb.
+
+    Each INPUTS folder keeps its own split (so its test lines stay its test lines); each --train-only
+    folder goes to train whole. Ids and writers are prefixed with the folder's name, a later copy of an
+    identical image is quarantined, and the inputs' quarantined items are carried over.
+
+    Example:
+
+        vhrdata merge work/cinnamon --train-only work/synth-records --out work/mixed
+    """
+    items = [MergeInput(Path(p)) for p in inputs] + [MergeInput(Path(p), train_only=True) for p in train_only]
+    if not items:
+        raise click.UsageError("name at least one records folder (INPUTS or --train-only)")
+    result = merge_records(items, out)
+    for d in result.info["inputs"]:
+        where = "train only" if d["train_only"] else " / ".join(f"{s} {d['lines'][s]}" for s in SPLITS)
+        click.echo(f"  {d['name']}: {d['kept']} lines ({where}) · quarantined {d['quarantined']}")
+    echo_counts(result.n_in, result.kept, result.quarantined, result.by_reason)
+    click.echo("merged: " + " · ".join(f"{s} {result.lines[s]}" for s in SPLITS))
+    echo_leakage(result.info["split"]["leakage"])
+    click.echo(f"wrote {result.out}/records.parquet")
+
+
+COMMANDS = [ingest_cmd, split_cmd, merge_cmd, check_leakage_cmd]
