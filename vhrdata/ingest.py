@@ -142,6 +142,24 @@ def check_output_folder(out: Path) -> None:
                                 "folder for --out")
 
 
+def open_output_folder(out: Path) -> int | None:
+    """Check that `out` may receive a records folder, that it is writable, and take its lock.
+
+    Returns the lock for `vhrdata.locks.release_lock`.
+
+    Raises:
+        OutputNotWritable: `out` holds other files, cannot be written, or another process holds the lock.
+    """
+    check_output_folder(out)
+    _ensure_writable(out)
+    try:
+        return lock_records_folder(out)
+    except RecordsError as ex:
+        raise OutputNotWritable(str(ex)) from None
+    except OSError as ex:
+        raise write_error(ex, out, LOCK_FILE) from None
+
+
 def _listdir(d: Path) -> list[str]:
     try:
         return os.listdir(d)
@@ -236,14 +254,7 @@ def ingest(
     started = time.time()
     out = Path(out).expanduser()
     reader = open_layout(src, settings.layout, settings.encoding, settings.max_file_bytes)
-    check_output_folder(out)
-    _ensure_writable(out)
-    try:
-        lock = lock_records_folder(out)
-    except RecordsError as ex:
-        raise OutputNotWritable(str(ex)) from None
-    except OSError as ex:
-        raise write_error(ex, out, LOCK_FILE) from None
+    lock = open_output_folder(out)
     try:
         finish_interrupted_commit(out)  # a killed run's committed output is the previous output
         _remove_leftovers(out)

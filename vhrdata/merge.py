@@ -31,15 +31,14 @@ from typing import Sequence
 import pandas as pd
 
 from vhrdata import __version__
-from vhrdata.errors import OutputNotWritable, RecordsError
-from vhrdata.ingest import _ensure_writable, check_output_folder, commit_output, read_ingest_report
+from vhrdata.errors import RecordsError
+from vhrdata.ingest import commit_output, open_output_folder, read_ingest_report
 from vhrdata.locks import release_lock
 from vhrdata.quarantine import QUARANTINE_FILE, QuarantineItem, Reason, read_quarantine
 from vhrdata.records import (
     COLUMNS,
     SPLITS,
     finish_interrupted_commit,
-    lock_records_folder,
     read_records,
     records_path,
     write_error,
@@ -135,14 +134,7 @@ def merge_records(inputs: Sequence[MergeInput], out: str | Path) -> MergeResult:
         "writers": int(df["writer"].dropna().nunique()),
         "lines_without_writer": int(df["writer"].isna().sum()),
     }
-    check_output_folder(out)
-    _ensure_writable(out)
-    try:
-        lock = lock_records_folder(out)
-    except RecordsError as ex:
-        raise OutputNotWritable(str(ex)) from None
-    except OSError as ex:
-        raise write_error(ex, out, "the lock") from None
+    lock = open_output_folder(out)
     try:
         finish_interrupted_commit(out)
         report["seconds"] = round(time.time() - started, 3)
