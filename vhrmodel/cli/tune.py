@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vhrdata.cli.common import handle_errors
+from vhrmodel.tune import DEFAULT_WEIGHTS
 
 
 def _weights(value: str) -> list[float]:
@@ -26,7 +27,7 @@ def _weights(value: str) -> list[float]:
               help="Character LM file (RUN/charlm.json) to tune and write the chosen values into.")
 @click.option("--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write the tuned LM here instead of replacing --lm.")
-@click.option("--weights", default=",".join(f"{0.1 * k:.1f}" for k in range(11)), show_default=True,
+@click.option("--weights", default=",".join(f"{w:g}" for w in DEFAULT_WEIGHTS), show_default=True,
               help="LM weights to try, comma-separated.")
 @click.option("--lexicon/--no-lexicon", default=True, show_default=True,
               help="Also grid-search the lexicon thresholds (and decide whether the lexicon helps).")
