@@ -22,7 +22,6 @@ change it; merge again.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from vhrdata.records import (
     records_path,
     write_error,
 )
-from vhrdata.split import SPLIT_FILE, check_leakage
+from vhrdata.split import SPLIT_FILE, check_leakage, write_split_info
 
 
 @dataclass(frozen=True)
@@ -149,12 +148,9 @@ def merge_records(inputs: Sequence[MergeInput], out: str | Path) -> MergeResult:
             "warnings": [],
             "leakage": leakage,
         }
-        tmp = out / (SPLIT_FILE + ".tmp")
         try:
-            tmp.write_text(json.dumps(split_info, ensure_ascii=False, indent=2), encoding="utf-8")
-            tmp.replace(out / SPLIT_FILE)
+            write_split_info(out, split_info)
         except OSError as ex:
-            tmp.unlink(missing_ok=True)
             raise write_error(ex, out, SPLIT_FILE) from None
     finally:
         release_lock(lock)

@@ -270,6 +270,21 @@ def split_records(
         release_lock(lock)
 
 
+def write_split_info(directory: Path, info: dict) -> None:
+    """Write `info` as the folder's split.json, atomically (a temporary file renamed over it).
+
+    Raises:
+        OSError: it could not be written; the previous split.json stays and no temporary file is left.
+    """
+    tmp = directory / (SPLIT_FILE + ".tmp")
+    try:
+        tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+        tmp.replace(directory / SPLIT_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _split_locked(directory: Path, ratios, seed: int, group: str, method: str) -> tuple[SplitResult, dict]:
     meta = read_records_meta(directory)
     df = read_records(directory)
@@ -294,13 +309,7 @@ def _split_locked(directory: Path, ratios, seed: int, group: str, method: str) -
     try:
         write_records(df, directory, meta={**meta, "split": {k: info[k] for k in ("seed", "group", "method")}})
         what = SPLIT_FILE
-        tmp = directory / (SPLIT_FILE + ".tmp")
-        try:
-            tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
-            tmp.replace(directory / SPLIT_FILE)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_split_info(directory, info)
     except OSError as ex:
         raise write_error(ex, directory, what, elsewhere="") from None
     return result, leakage
