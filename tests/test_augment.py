@@ -203,3 +203,20 @@ def test_augment_module_imports_no_keras():
     code = "import sys, vhrmodel.augment; print([m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_flatten_background_ends_the_augmentation_as_predict_ends_preprocessing():
+    from vhrdata.preprocess import flatten_background
+
+    img = line_image(300)
+    shaded = dataclasses.replace(AugmentConfig.off(), p_illumination=1.0, p_shadow=1.0, illumination_base=(0.6, 0.7))
+    flat = dataclasses.replace(shaded, flatten_background=True)
+    for seed in range(4):
+        plain = augment_image(img, np.random.default_rng(seed), shaded)
+        out = augment_image(img, np.random.default_rng(seed), flat)
+        # the same random draws, then exactly predict's flattening
+        assert np.array_equal(out, flatten_background(plain))
+        # the shaded paper comes back white; the ink stays dark
+        assert np.median(plain) < 200 <= np.median(out)
+        assert out[img < 100].mean() < 100
+    assert AugmentConfig.from_dict(flat.to_dict()) == flat and not AugmentConfig().flatten_background

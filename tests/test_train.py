@@ -13,6 +13,7 @@ from vhrmodel.distribute import worker_shard
 from vhrmodel.errors import ModelFileError, TrainingError
 from vhrmodel.inputs import RecordsBatches
 from vhrmodel.presets import build_model
+from vhrmodel.callbacks import swap_averaged_weights
 from vhrmodel.train import set_bn_momentum, train
 
 
@@ -194,6 +195,62 @@ def test_train_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+
+
+def test_training_augmenter_follows_the_store_settings():
+    from vhrdata.preprocess import PreprocessSettings
+    from vhrmodel.augment import AugmentConfig
+    from vhrmodel.train import training_augmenter
+
+    flat = PreprocessSettings(height=32, max_width=640, flatten_background=True)
+    aug = training_augmenter(TrainConfig(augment_config=AugmentConfig.with_camera()), flat, downsample=4)
+    assert aug.config.flatten_background and aug.config.max_width == 640 and aug.config.downsample == 4
+    assert aug.config.p_jpeg == 0.3
+    plain = training_augmenter(TrainConfig(), PreprocessSettings(height=32, max_width=640), downsample=8)
+    assert not plain.config.flatten_background and plain.config.downsample == 8
+    assert training_augmenter(TrainConfig(augment=False), flat, downsample=4) is None
+
+
+def test_ema_momentum_must_be_a_fraction():
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="ema_momentum"):
+            TrainConfig(ema_momentum=bad)
+    assert TrainConfig(ema_momentum=0.999).to_dict()["ema_momentum"] == 0.999
+
+
+@pytest.mark.slow
+def test_weight_averaging_saves_the_averages_logs_raw_cer_and_resumes(line_store, tmp_path):
+    run = tmp_path / "run"
+    # a time limit ends the run after its first epoch, mid-run, as a long job is cut and resumed
+    summary = train(line_store, run, quick_config(epochs=3, ema_momentum=0.9, time_limit=1e-6))
+    assert summary["epochs_run"] == 1 and summary["config"]["ema_momentum"] == 0.9
+    # both CERs each epoch: the averaged weights' (val_cer, which picks the best model) and the raw ones'
+    row = history(run)[0]
+    assert 0.0 <= float(row["val_cer_raw"]) and 0.0 <= float(row["val_cer"])
+    last = load_model(run / LAST_MODEL, compile=True)
+    assert last.optimizer.use_ema
+    # mid-run, last.keras holds the averages and the optimizer's slots the raw weights swapped out
+    averages = [np.asarray(a) for a in last.optimizer._model_variables_moving_average]
+    weights = [np.asarray(w) for w in last.trainable_variables]
+    assert len(averages) == len(weights)
+    assert any(not np.allclose(a, w) for a, w in zip(averages, weights))
+    best = load_model(run / BEST_MODEL)  # epoch 1 is the best so far: the same averaged weights
+    assert all(np.allclose(np.asarray(b), w) for b, w in zip(best.trainable_variables, weights))
+    # a resume swaps them back: training goes on from the raw weights, the slots keep averaging
+    assert swap_averaged_weights(last)
+    assert all(np.array_equal(np.asarray(v), a) for v, a in zip(last.trainable_variables, averages))
+    assert all(np.array_equal(np.asarray(a), w)
+               for a, w in zip(last.optimizer._model_variables_moving_average, weights))
+    assert not swap_averaged_weights(load_model(run / BEST_MODEL))  # no optimizer, nothing to swap
+
+    summary = train(line_store, run, quick_config(epochs=3, ema_momentum=0.9), resume=True)
+    assert summary["resumed_from_epoch"] == 1
+    assert [r["epoch"] for r in history(run)] == ["1", "2", "3"]
+    assert all(r["val_cer_raw"] != "" for r in history(run))
+    # the last epoch of a finished run leaves the averages in the model and in the optimizer alike
+    last = load_model(run / LAST_MODEL, compile=True)
+    assert all(np.allclose(np.asarray(a), np.asarray(w))
+               for a, w in zip(last.optimizer._model_variables_moving_average, last.trainable_variables))
 
 
 def test_save_model_refuses_a_model_without_charset(tmp_path):

@@ -14,6 +14,11 @@ Camera effects (illumination gradient and vignette, cast shadows, ruled lines, p
 blur, JPEG) are off by default (`AugmentConfig.with_camera()` turns them on); they are drawn by
 `vhrdata.synth.camera.camera_degrade`, the one implementation the synthetic generator uses too,
 with this config's ranges (training ranges; the test-camera set uses `TEST_CAMERA`).
+
+A store built with `--flatten-background` holds flattened lines, but `predict` flattens a photo
+*after* the camera did its damage. `AugmentConfig.flatten_background` (set by training from the
+store's settings) therefore flattens every augmented line again as the last step, so the model
+trains on what flattening makes of a shaded, ruled, compressed line, the input it will get.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import cv2
 import numpy as np
 
 from vhrdata.ctc import min_ctc_width
-from vhrdata.preprocess import PAD_VALUE
+from vhrdata.preprocess import PAD_VALUE, flatten_background
 from vhrdata.synth.camera import CameraRanges, camera_degrade
 
 __all__ = ["PAD_VALUE", "AugmentConfig", "BatchAugmenter", "augment_batch", "augment_image", "min_ctc_width"]
@@ -74,6 +79,8 @@ class AugmentConfig:
         p_jpeg: probability of JPEG compression; jpeg_quality: its quality range.
         max_width: widest image allowed after augmentation (None = no limit).
         downsample: model width downsampling, used to keep stretched lines CTC-feasible.
+        flatten_background: end every augmented line with `vhrdata.preprocess.flatten_background`,
+            as `predict` does to its input (training sets it from the store's settings).
     """
 
     p_elastic: float = 0.3
@@ -109,6 +116,7 @@ class AugmentConfig:
     jpeg_quality: tuple[float, float] = (40.0, 90.0)
     max_width: int | None = None
     downsample: int = 4
+    flatten_background: bool = False
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -291,6 +299,8 @@ def augment_image(
         out = camera_degrade(out, rng, _camera_ranges(cfg, camera))
     if flags[6] < cfg.p_noise:
         out = _noise(out, rng, cfg)
+    if cfg.flatten_background:
+        out = flatten_background(out)
     if cfg.max_width is not None and out.shape[1] > cfg.max_width and out.shape[1] > min_width:
         # The affine canvas may have grown past the limit: squeeze back rather than clip ink.
         out = cv2.resize(out, (max(cfg.max_width, min_width), out.shape[0]), interpolation=cv2.INTER_AREA)

@@ -82,12 +82,12 @@ class ValidateAndKeepBest(keras.callbacks.Callback):
         self.seconds = 0.0
         self.callback = callback
 
-    def on_epoch_end(self, epoch, logs=None):
+    def measure(self, model, progress: bool = True) -> tuple[dict[str, Any], float]:
+        """Greedy text metrics (`evaluate_texts`) and mean CTC loss of `model` on the val split."""
         from vhrmodel.losses import ctc_loss
         from vhrmodel.metrics import evaluate_texts
 
-        t0 = time.perf_counter()
-        runtime = KerasRuntime(self.model, self.width_multiple)
+        runtime = KerasRuntime(model, self.width_multiple)
         refs, hyps, losses = [], [], []
         done = 0
         for b in self.source.val_batches():
@@ -96,12 +96,17 @@ class ValidateAndKeepBest(keras.callbacks.Callback):
             hyps += texts
             losses.append(np.asarray(ctc_loss(b.labels, logits, b.label_lengths, lengths)))
             done += len(b)
-            if self.callback is not None:
+            if progress and self.callback is not None:
                 self.callback({"event": "val_progress", "done": done, "total": self.source.val_size})
-        metrics = evaluate_texts(refs, hyps)
+        loss = float(np.mean(np.concatenate(losses))) if losses else float("nan")
+        return evaluate_texts(refs, hyps), loss
+
+    def on_epoch_end(self, epoch, logs=None):
+        t0 = time.perf_counter()
+        metrics, loss = self.measure(self.model)
         cer = float(metrics["cer"])
         if logs is not None:
-            logs["val_loss"] = float(np.mean(np.concatenate(losses))) if losses else float("nan")
+            logs["val_loss"] = loss
             logs["val_cer"] = cer
             logs["val_wer"] = float(metrics["wer"])
             logs["val_ser"] = float(metrics["ser"])
@@ -110,6 +115,45 @@ class ValidateAndKeepBest(keras.callbacks.Callback):
             save_model(self.model, self.best_path, include_optimizer=False)
             log.info("epoch %d: val CER improved to %.4f, saved %s", epoch + 1, cer, self.best_path)
         self.seconds += time.perf_counter() - t0
+
+
+class RawWeightsCER(keras.callbacks.Callback):
+    """With weight averaging (`TrainConfig.ema_momentum`): the val CER of the raw, un-averaged
+    weights, logged as `val_cer_raw` beside `val_cer` (the averaged weights', which choose the best
+    model), so every run measures what the averaging gives. Runs before `SwapEMAWeights` swaps the
+    averages in at the epoch's end.
+    """
+
+    def __init__(self, validation: ValidateAndKeepBest):
+        super().__init__()
+        self.validation = validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        t0 = time.perf_counter()
+        metrics, _ = self.validation.measure(self.model, progress=False)
+        if logs is not None:
+            logs["val_cer_raw"] = float(metrics["cer"])
+        self.validation.seconds += time.perf_counter() - t0
+
+
+def swap_averaged_weights(model) -> bool:
+    """Swap a weight-averaging model's trainable weights with its optimizer's averages, in place;
+    returns False (and does nothing) when the optimizer keeps no averages.
+
+    With averaging on, `SwapEMAWeights` puts the averages in the model at each epoch's end, so
+    last.keras holds them as its weights and the raw weights in the optimizer's slots (a finished
+    run's last epoch copies the averages into both). A resumed run calls this once after loading,
+    so that training goes on from the raw weights and the averages go on averaging.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        return False
+    for var, average in zip(optimizer._trainable_variables, averages):
+        raw = np.array(keras.ops.convert_to_numpy(average))
+        average.assign(keras.ops.convert_to_numpy(var))
+        var.assign(raw)
+    return True
 
 
 class _ResumableCounters:

@@ -50,6 +50,11 @@ class TrainConfig:
             training; None keeps the layers' own (0.99). Short runs (a few hundred steps) need
             a lower value such as 0.9, or the inference-mode statistics lag the weights and
             validation looks far worse than training.
+        ema_momentum: keep an exponential moving average of the weights (Polyak averaging, Keras'
+            `use_ema`) with this momentum per step, e.g. 0.999; validation, the best model and
+            last.keras use the averaged weights, and history.csv logs the raw weights' val CER as
+            `val_cer_raw`. A resumed run goes on from the raw weights (kept in the optimizer's
+            slots of last.keras). None: no averaging.
         grid_samples: validation lines drawn in the per-epoch PNG grid (0 = no grid).
         time_limit: stop after the epoch during which this many seconds of this call have
             passed (None = no limit); the run can be resumed later.
@@ -78,6 +83,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     clipnorm: float | None = 5.0
     bn_momentum: float | None = None
+    ema_momentum: float | None = None
     grid_samples: int = 8
     time_limit: float | None = None
     tensorboard: bool = True
@@ -93,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive. Received: lr={self.lr}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0. Received: workers={self.workers}")
+        if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in (0, 1). Received: ema_momentum={self.ema_momentum}")
         if self.train_split == self.val_split:
             raise ValueError(f"train_split and val_split must differ. Received: both {self.train_split!r}")
 

@@ -34,9 +34,11 @@ from vhrmodel.callbacks import (
     Progress,
     ProgressCallback,
     ResumableEarlyStopping,
+    RawWeightsCER,
     ResumableReduceLROnPlateau,
     Throughput,
     TimeLimit,
+    swap_averaged_weights,
     ValidateAndKeepBest,
     TensorBoardLogs,
     resume_hint,
@@ -127,9 +129,24 @@ def set_bn_momentum(model, momentum: float) -> int:
 
 
 def _compile(model, config: TrainConfig) -> None:
-    optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
+    ema = {} if config.ema_momentum is None else {"use_ema": True, "ema_momentum": config.ema_momentum}
+    optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm, **ema)
     # Widths vary per batch: XLA would recompile for every new shape.
     model.compile(optimizer=optimizer, loss=CTCLoss(), jit_compile=False)
+
+
+def training_augmenter(config: TrainConfig, settings, downsample: int) -> BatchAugmenter | None:
+    """The augmenter of training batches (None when `config.augment` is off), fitted to the store's
+    preprocessing `settings` and the model's `downsample`: stretched lines stay CTC-feasible, none
+    grows past the store's max width, and on a `flatten_background` store every augmented line is
+    flattened again, as `predict` flattens a photo after the camera did its damage."""
+    if not config.augment:
+        return None
+    aug_cfg = config.augment_config or AugmentConfig()
+    aug_cfg = dataclasses.replace(aug_cfg, downsample=int(downsample),
+                                  max_width=aug_cfg.max_width or int(settings.max_width),
+                                  flatten_background=bool(settings.flatten_background))
+    return BatchAugmenter(aug_cfg, seed=config.seed)
 
 
 def _tensorboard_available() -> bool:
@@ -206,6 +223,7 @@ def train(
     with strategy.scope() if strategy is not None else NullScope():
         if resume:
             model = load_model(out_dir / LAST_MODEL, compile=True)
+            swap_averaged_weights(model)  # go on from the raw weights, not the averages saved as weights
             if config.bn_momentum is not None:
                 set_bn_momentum(model, config.bn_momentum)
         else:
@@ -222,12 +240,7 @@ def train(
             f"by {downsample}; rebuild the store with `vhrdata build-lmdb --downsample {downsample}`"
         )
 
-    augmenter = None
-    if config.augment:
-        aug_cfg = config.augment_config or AugmentConfig()
-        aug_cfg = dataclasses.replace(aug_cfg, downsample=downsample,
-                                      max_width=aug_cfg.max_width or int(store.settings.max_width))
-        augmenter = BatchAugmenter(aug_cfg, seed=config.seed)
+    augmenter = training_augmenter(config, store.settings, downsample)
     if config.fast:
         source = store_source(store, data_config, charset, augmenter, num_shards=num_shards, shard_index=shard_index)
     else:
@@ -266,6 +279,10 @@ def train(
                                                min_delta=config.early_stopping_min_delta,
                                                initial_state=saved.get("ResumableEarlyStopping")))
     callbacks = [throughput, validation, *schedule]  # validation first: the others read val_cer/val_loss
+    if getattr(model.optimizer, "use_ema", False):  # a resumed run keeps the averaging it was compiled with
+        # The raw weights' CER first, then the averaged weights swapped in for every later callback
+        # (validation, the best model, last.keras) until the next epoch begins.
+        callbacks[:0] = [RawWeightsCER(validation), keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
     callbacks.append(HistoryLog(run_dir / HISTORY, run_dir / HISTORY_PLOT))
     if config.tensorboard and _tensorboard_available():
         callbacks.append(TensorBoardLogs(log_dir=str(run_dir / "tensorboard"), write_graph=False,

@@ -132,6 +132,9 @@ def _augment_config(path: str | None):
 @click.option("--bn-momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
               help="BatchNorm moving-average momentum while training (default: the layers' 0.99); "
                    "use about 0.9 for runs of only a few hundred steps.")
+@click.option("--ema", "ema_momentum", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=None,
+              help="Average the weights (exponential moving average with this momentum per step, e.g. 0.999); "
+                   "validation and the saved models use the averages; history.csv logs val_cer_raw too.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after the epoch in which this many minutes have passed (resume later with --resume).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
@@ -141,7 +144,7 @@ def _augment_config(path: str | None):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
 @handle_errors
 def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_patience, augment, augment_config, resume, init_from,
-              workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, time_limit, no_tensorboard,
+              workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, ema_momentum, time_limit, no_tensorboard,
               address_lm, quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
 
@@ -176,7 +179,7 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
                              augment_config=_augment_config(augment_config), workers=workers, seed=seed,
                              steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
                              reduce_lr_patience=lr_patience,
-                             bn_momentum=bn_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard,
+                             bn_momentum=bn_momentum, ema_momentum=ema_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard,
                              address_lm=address_lm)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
