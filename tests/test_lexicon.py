@@ -180,3 +180,99 @@ def test_default_lexicon_knows_real_units_of_both_sets():
     assert SnapSettings.from_dict(SnapSettings().to_dict()) == SnapSettings()
     with pytest.raises(ValueError):
         SnapSettings.from_dict({"min_scor": 3})
+
+
+# Two provinces with a district and wards each; "Tân Hòa" and "Tân Hoà" exist in both, "Phước Tân"
+# only in Khánh Hoà, "Phúc Tân" only in Hà Nội.
+TREE = {
+    "Khánh Hoà": {"Nha Trang": ["Phước Tân", "Phước Hải", "Tân Lập"], "Cam Lâm": ["Cam Đức"]},
+    "Hà Nội": {"Hoàn Kiếm": ["Phúc Tân", "Hàng Bạc", "Tân Lập"], "Ba Vì": ["Tản Lĩnh"], "": ["Tây Tựu"]},
+}
+
+
+def tree_lexicon():
+    names = {"ward": sorted({w for ds in TREE.values() for ws in ds.values() for w in ws}),
+             "district": sorted({d for ds in TREE.values() for d in ds if d}), "province": sorted(TREE)}
+    return Lexicon(names, tree=TREE)
+
+
+def test_hierarchy_narrows_wards_to_the_province_and_district_read_at_the_end_of_the_line():
+    lex = tree_lexicon()
+    low = SnapSettings(max_confidence=1.01)
+    # "Phúc Tân" vs "Phước Tân": one letter apart; globally "Phuc Tan" is ambiguous between them
+    text = "Số 9, Phường Phuc Tan, TP Nha Trang, Khánh Hoà"
+    flat, _ = snap_fields(text, [0.5] * len(text), lex, SnapSettings(max_confidence=1.01, hierarchy=False))
+    assert flat == text  # ambiguous among all wards: left alone
+    fixed, snaps = snap_fields(text, [0.5] * len(text), lex, low)
+    assert fixed == "Số 9, Phường Phước Tân, TP Nha Trang, Khánh Hoà"
+    assert [s.field for s in snaps] == [1]
+    text = "Số 9, Phường Phuc Tan, Quận Hoàn Kiếm, Hà Nội"
+    assert snap_fields(text, [0.5] * len(text), lex, low)[0] == "Số 9, Phường Phúc Tân, Quận Hoàn Kiếm, Hà Nội"
+    # a misread district is snapped within its province first, then narrows the ward
+    text = "Phường Phuc Tan, Quận Hân Kếm, Hà Nội"
+    assert snap_fields(text, [0.5] * len(text), lex, low)[0] == "Phường Phúc Tân, Quận Hoàn Kiếm, Hà Nội"
+    # "Hân Kếm" scores 75 against "Hoàn Kiếm": enough within Hà Nội, not enough on its own
+    strict = SnapSettings(max_confidence=1.01, min_score_within=80)
+    assert snap_fields(text, [0.5] * len(text), lex, strict)[0] == text
+
+
+def test_hierarchy_reads_unprefixed_fields_before_the_province_as_its_districts_and_wards():
+    lex = tree_lexicon()
+    text = "Thôn 2, Tản Lnh, Ba Vì, Hà Nội"
+    low = SnapSettings(max_confidence=1.01)
+    assert snap_fields(text, [0.5] * len(text), lex, low)[0] == "Thôn 2, Tản Lĩnh, Ba Vì, Hà Nội"
+    # without the hierarchy an unprefixed field is matched against provinces only
+    assert snap_fields(text, [0.5] * len(text), lex, SnapSettings(max_confidence=1.01, hierarchy=False))[0] == text
+    # an unknown province narrows nothing
+    text = "Phường Phuc Tan, Quận Hoàn Kiếm, Đà Lạt Xa"
+    assert snap_fields(text, [0.99] * len(text), lex, SnapSettings(max_confidence=0.5)) == (text, [])
+
+
+def test_settings_tuned_before_the_hierarchy_keep_their_behaviour():
+    old = {"min_score": 80.0, "min_margin": 6.0, "max_confidence": 0.9, "confidence": "min", "min_chars": 4}
+    assert SnapSettings.from_dict(old).hierarchy is False
+    assert SnapSettings.from_dict({**old, "hierarchy": True}).hierarchy is True
+    assert SnapSettings().hierarchy is True
+    with pytest.raises(ValueError, match="min_score_within"):
+        SnapSettings(min_score_within=120)
+    from vhrmodel.tune import snap_settings_grid
+
+    grid = snap_settings_grid({"min_score": (80.0,), "hierarchy": (False, True), "min_score_within": (60.0, 70.0)})
+    assert [(s.hierarchy, s.min_score_within) for s in grid] == [(False, 60.0), (True, 60.0), (True, 70.0)]
+
+
+def test_units_in_labels_read_province_district_and_ward_by_their_prefixes():
+    from vhrmodel.lexicon import split_unit_prefix, units_in_labels
+
+    labels = ["Số 9, Phường Phước Tân, Thành phố Nha Trang, Khánh Hoà",
+              "Tổ 4, P. Trưng Trắc, TX Phúc Yên, Vĩnh Phúc",
+              "Thôn 1, Xã Cam Đức, Huyện Cam Lâm, Tỉnh Khánh Hoà",
+              "12 Lê Lợi, Phường 12, Quận 5, TP Hồ Chí Minh",
+              "Thôn Đông, Huyện Ba Vì, Hà Nội",  # no ward field
+              "Số 9 đường Lê Lợi",  # not an address line
+              "Số 9, Phường Phước Tân, Thành phố Nha Trang, Khánh Hoà"]  # twice: once
+    assert units_in_labels(labels) == [
+        ("Hà Nội", "Ba Vì", ""), ("Hồ Chí Minh", "5", "12"), ("Khánh Hoà", "Cam Lâm", "Cam Đức"),
+        ("Khánh Hoà", "Nha Trang", "Phước Tân"), ("Vĩnh Phúc", "Phúc Yên", "Trưng Trắc")]
+    assert split_unit_prefix("Thành phố Nha Trang") == ("Thành phố ", "Nha Trang", frozenset({"district", "province"}))
+    assert split_unit_prefix("Nha Trang") == ("", "Nha Trang", frozenset({"province"}))
+
+
+def test_units_of_the_training_labels_travel_in_the_lm_and_extend_the_lexicon(tmp_path):
+    from vhrmodel.lexicon import lexicon_for
+
+    labels = ["Số 9, Phường Trưng Trắc, Thị xã Phúc Yên, Vĩnh Phúc"]  # a ward merged away in 2019
+    path = write_char_lm(labels, tmp_path / "lm.json", order=3)
+    lm = read_char_lm(path)
+    assert lm.meta["units"] == [["Vĩnh Phúc", "Phúc Yên", "Trưng Trắc"]]
+    base = default_lexicon()
+    province = base.resolve("Vĩnh Phúc", "province")
+    assert "Trưng Trắc" not in base.within(province, "phúc yên", {"ward"})  # the gazetteer holds today's wards
+    lex = lexicon_for(lm)
+    assert lexicon_for(lm) is lex  # built once
+    assert lexicon_for(None) is base and lexicon_for(build_char_lm(["abc"], order=2)) is base
+    assert "Trưng Trắc" in lex.within(province, "phúc yên", {"ward"})
+    text = "Số 9, Phường Trung Trắc, Thị xã Phúc Yên, Vĩnh Phúc"
+    assert snap_fields(text, [0.5] * len(text), lex)[0] == labels[0]
+    # a unit of an unknown province is skipped
+    assert Lexicon.from_gazetteer().add_units([("Xứ Sở Thần Tiên", "Nơi Nào", "Đó")]) == 0

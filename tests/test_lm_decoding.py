@@ -13,7 +13,7 @@ from vhrmodel.cli import main
 from vhrmodel.lexicon import Lexicon, SnapSettings, snap_fields
 from vhrmodel.lm import read_char_lm, write_char_lm, write_tuned
 from vhrmodel.predict import Recognizer
-from vhrmodel.tune import tune_lm
+from vhrmodel.tune import snap_settings_grid, tune_lm
 
 
 def run(*args):
@@ -75,7 +75,10 @@ def test_tune_lm_writes_the_values_predict_then_uses(model_file, line_store, lm_
                  "--out", tuned_path, "--weights", "0.3", "--beam-width", "3")
     assert result.exit_code == 0, result.output
     settings_lines = [x for x in result.output.splitlines() if x.startswith("lm_weight ")]
-    assert len(settings_lines) == 1 + 4 * 3 * 4  # the weight, then every lexicon setting of the grid
+    # the weight, then every lexicon setting of the grid: 4 * 3 * 4 flat, and each of those with the
+    # hierarchy at 4 scores within a province
+    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) == 1 + len(snap_settings_grid())
+    assert sum("hierarchy" in x for x in settings_lines) == 4 * 3 * 4 * 4
     assert settings_lines[0].startswith("lm_weight 0.30 · no lexicon · CER ")
     assert f"wrote {tuned_path}" in result.output
     tuned = json.loads(tuned_path.read_text(encoding="utf-8"))["meta"]["tuned"]

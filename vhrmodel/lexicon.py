@@ -13,6 +13,16 @@ and the provinces' other spellings such as "HCM") when all of these hold:
   confidences of the name part (`vhrmodel.predict.CharInfo.confidence`) is below
   `max_confidence`; a confidently read field is kept even if it is not in the lexicon.
 
+**Hierarchy.** Units nest (province > district > ward), and an address names them from the
+smallest to the largest, so fields are read from the end of the line. Once a field is known to
+name a province (read as such, or snapped), the district fields before it are matched only
+against that province's districts, and the ward fields against its wards (of the district, once
+that is known too); an unprefixed field before a known province is matched against its districts
+and wards. A field of a few dozen candidates has a clear best far more often than one of ten
+thousand ward names, so more misread fields are snapped safely. A field that matches nothing in
+the narrowed list is matched against the whole group as before. `SnapSettings.hierarchy` turns
+this off; `tune-lm` decides on val.
+
 The user's prefix is kept as written ("P.", "Phường", "Q.", "TX", "Tỉnh" ...; the forms of
 `vhrdata.synth.addresses`) and decides which names are candidates: a ward prefix matches ward
 names, a district prefix district names, a province prefix (or no prefix at all) province
@@ -40,7 +50,8 @@ from typing import Any, Iterable, Mapping, Sequence
 GROUPS = ("ward", "district", "province")
 CONFIDENCE_MODES = ("min", "mean")
 
-__all__ = ["GROUPS", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon"]
+__all__ = ["GROUPS", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon", "lexicon_for",
+           "split_unit_prefix", "units_in_labels"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,10 @@ class SnapSettings:
         max_confidence: snap only when the field's confidence is below this (1.01: always).
         confidence: "min" or "mean" of the name part's per-character confidences.
         min_chars: name parts with fewer letters are never snapped.
+        hierarchy: narrow the candidates by the province and district already read (see the
+            module docstring). Settings stored before this existed read as False.
+        min_score_within: the score needed in a narrowed list (a few dozen names, where a weak
+            best match is still a clear one); the margin rule applies as everywhere.
     """
 
     min_score: float = 80.0
@@ -60,12 +75,16 @@ class SnapSettings:
     max_confidence: float = 0.9
     confidence: str = "min"
     min_chars: int = 4
+    hierarchy: bool = True
+    min_score_within: float = 70.0
 
     def __post_init__(self):
         if self.confidence not in CONFIDENCE_MODES:
             raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}. Received: confidence={self.confidence!r}")
-        if not 0 <= self.min_score <= 100 or self.min_margin < 0 or self.min_chars < 1:
-            raise ValueError(f"min_score must be in [0, 100], min_margin >= 0 and min_chars >= 1. Received: {self}")
+        if not (0 <= self.min_score <= 100 and 0 <= self.min_score_within <= 100) or self.min_margin < 0 \
+                or self.min_chars < 1:
+            raise ValueError("min_score and min_score_within must be in [0, 100], min_margin >= 0 and min_chars >= 1. "
+                             f"Received: {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +96,8 @@ class SnapSettings:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown snap settings {unknown}; known: {sorted(known)}")
-        return cls(**dict(d))
+        # Tuned before the hierarchy existed: keep the behaviour those values were chosen for.
+        return cls(**{"hierarchy": False, **dict(d)})
 
 
 @dataclass(frozen=True)
@@ -122,13 +142,17 @@ class Lexicon:
             case and punctuation ("Văn Miếu - Quốc Tử Giám", "Văn Miếu Quốc Tử Giám") are one
             name too. Each name is also added in the old tone placement ("Hoà" for "Hòa").
         prefixes: written prefix -> groups; default the forms of `vhrdata.synth.addresses`.
+        tree: province -> district -> ward names, for the hierarchy (wards of a province without
+            districts, the 2025 units, under the district ""); names as in `names`. None: no
+            hierarchy.
 
     Raises:
         MissingDependencyError: rapidfuzz, which matches the names, is not installed.
     """
 
     def __init__(self, names: Mapping[str, Iterable[str | tuple[str, str]]],
-                 prefixes: Mapping[str, Iterable[str]] | None = None):
+                 prefixes: Mapping[str, Iterable[str]] | None = None,
+                 tree: Mapping[str, Mapping[str, Iterable[str]]] | None = None):
         from vhrdata.synth.addresses import old_tone_style
         from vhrmodel.extras import require_lite
 
@@ -149,7 +173,27 @@ class Lexicon:
         self.prefixes = {k.strip().casefold(): frozenset(v) for k, v in raw.items()}
         # Longest first, so "Thị xã" wins over "T." and "TP." over "TP".
         self._prefix_order = sorted(self.prefixes, key=len, reverse=True)
-        self._choices: dict[frozenset[str], tuple[list[str], list[str], list[str]]] = {}
+        self._choices: dict[Any, tuple[list[str], list[str], list[str]]] = {}
+        # name key of any spelling -> canonical key, per group (what a field resolves to)
+        self._keys = {g: {_name_key(form): canonical for form, canonical in self.forms[g].items()} for g in GROUPS}
+        # (province key, district key or "") -> {"district" | "ward": {written form: canonical}}
+        self._within: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+        self._within_cache: dict[Any, dict[str, str] | None] = {}
+        self._matches: dict[Any, tuple[str, float, float] | None] = {}
+        for province, districts in (tree or {}).items():
+            pkey = self._keys["province"].get(_name_key(province), _name_key(province))
+            in_province = self._within.setdefault((pkey, ""), {"district": {}, "ward": {}})
+            for district, wards in districts.items():
+                dkey = _name_key(district) if district else ""
+                if district:
+                    for spelling in (district, old_tone_style(district)):
+                        in_province["district"].setdefault(unicodedata.normalize("NFC", spelling), dkey)
+                in_district = self._within.setdefault((pkey, dkey), {"district": {}, "ward": {}})
+                for ward in wards:
+                    for spelling in (ward, old_tone_style(ward)):
+                        spelling = unicodedata.normalize("NFC", spelling)
+                        in_province["ward"].setdefault(spelling, _name_key(ward))
+                        in_district["ward"].setdefault(spelling, _name_key(ward))
 
     @classmethod
     def from_gazetteer(cls, gazetteer=None) -> "Lexicon":
@@ -161,30 +205,78 @@ class Lexicon:
         for p in g.provinces:
             provinces.append(p.name)
             provinces += [(v, p.name) for v in p.variants]
-        return cls({"ward": sorted(g.ward_names()), "district": sorted(g.district_names()), "province": provinces})
+        tree: dict[str, dict[str, list[str]]] = {}
+        for province, by_district in g.legacy.items():
+            for wards in by_district.values():
+                tree.setdefault(province, {}).setdefault(wards[0].district, []).extend(u.ward for u in wards)
+        for province, wards in g.modern.items():
+            tree.setdefault(province, {}).setdefault("", []).extend(u.ward for u in wards)
+        return cls({"ward": sorted(g.ward_names()), "district": sorted(g.district_names()), "province": provinces},
+                   tree=tree)
 
-    def _choice_lists(self, groups: frozenset[str]):
-        cached = self._choices.get(groups)
+    @property
+    def has_hierarchy(self) -> bool:
+        return bool(self._within)
+
+    def resolve(self, name: str, group: str) -> str | None:
+        """The canonical key of the `group` unit that `name` spells exactly (case and punctuation
+        aside, either tone placement), or None."""
+        return self._keys[group].get(_name_key(unicodedata.normalize("NFC", name)))
+
+    def within(self, province: str | None, district: str | None, groups: Iterable[str]) -> dict[str, str] | None:
+        """{written form: canonical} of the `groups` units inside a resolved province (and district),
+        or None when nothing narrows them."""
+        if province is None:
+            return None
+        groups = frozenset(groups)
+        cache_key = (province, district, groups)
+        if cache_key in self._within_cache:
+            return self._within_cache[cache_key]
+        found: dict[str, str] = {}
+        if "district" in groups:
+            found.update((self._within.get((province, "")) or {}).get("district", {}))
+        if "ward" in groups:
+            scope = self._within.get((province, district or "")) or self._within.get((province, "")) or {}
+            for form, canonical in scope.get("ward", {}).items():
+                found.setdefault(form, canonical)
+        self._within_cache[cache_key] = found or None
+        return found or None
+
+    def _choice_lists(self, groups: frozenset[str], candidates: Mapping[str, str] | None = None):
+        key = (groups, id(candidates))
+        cached = self._choices.get(key)
         if cached is None:
             merged: dict[str, str] = {}
-            for g in GROUPS:
-                if g in groups:
-                    for form, canonical in self.forms[g].items():
-                        merged.setdefault(form, canonical)
+            if candidates is not None:
+                merged = dict(candidates)
+            else:
+                for g in GROUPS:
+                    if g in groups:
+                        for form, canonical in self.forms[g].items():
+                            merged.setdefault(form, canonical)
             forms = list(merged)
-            cached = self._choices[groups] = (forms, [f.casefold() for f in forms], [merged[f] for f in forms])
+            cached = self._choices[key] = (forms, [f.casefold() for f in forms], [merged[f] for f in forms])
         return cached
 
-    def match(self, name: str, groups: Iterable[str]) -> tuple[str, float, float] | None:
+    def match(self, name: str, groups: Iterable[str],
+              candidates: Mapping[str, str] | None = None) -> tuple[str, float, float] | None:
         """(best written form, its score, margin over the best other name) for `name`, or None.
 
         Args:
             name: the name as decoded (without its prefix).
             groups: the groups to search.
+            candidates: {written form: canonical} to search instead of the whole groups (`within`).
         """
+        groups = frozenset(groups)
+        memo = (name, groups, id(candidates))
+        if memo not in self._matches:
+            self._matches[memo] = self._match(name, groups, candidates)
+        return self._matches[memo]
+
+    def _match(self, name: str, groups: frozenset[str], candidates: Mapping[str, str] | None):
         from rapidfuzz import fuzz, process
 
-        forms, folded, canonical = self._choice_lists(frozenset(groups))
+        forms, folded, canonical = self._choice_lists(groups, candidates)
         if not forms:
             return None
         query = unicodedata.normalize("NFC", name).casefold()
@@ -204,22 +296,126 @@ class Lexicon:
 
         Without a known prefix the whole field is the name and the groups are {"province"}.
         """
-        folded = field.casefold()
-        for key in self._prefix_order:
-            if not folded.startswith(key):
+        return split_unit_prefix(field, self.prefixes, self._prefix_order)
+
+    def add_units(self, units: Iterable[Sequence[str]]) -> int:
+        """Add (province, district, ward) units, e.g. `units_in_labels` of the training labels, to
+        the names and the hierarchy; returns how many were new. A unit whose province is not
+        known is skipped; an empty district or ward adds only what is given."""
+        from vhrdata.synth.addresses import old_tone_style
+
+        added = 0
+        for unit in units:
+            province, district, ward = (unicodedata.normalize("NFC", str(x or "")).strip() for x in unit)
+            pkey = self.resolve(province, "province") if province else None
+            if pkey is None:
                 continue
-            rest = field[len(key):]
-            if key.endswith(".") or rest[:1].isspace():
-                name = rest.lstrip()
-                if name:
-                    return field[: len(field) - len(name)], name, self.prefixes[key]
-        return "", field, frozenset({"province"})
+            in_province = self._within.setdefault((pkey, ""), {"district": {}, "ward": {}})
+            dkey = _name_key(district) if district else ""
+            for group, name, scopes in (("district", district, [in_province]),
+                                        ("ward", ward, [in_province, self._within.setdefault(
+                                            (pkey, dkey), {"district": {}, "ward": {}})] if dkey else [in_province])):
+                if not name:
+                    continue
+                key = _name_key(name)
+                new = key not in self._keys[group]
+                for spelling in (name, old_tone_style(name)):
+                    self.forms[group].setdefault(spelling, self._keys[group].get(key, key))
+                    self._keys[group].setdefault(_name_key(spelling), self._keys[group].get(key, key))
+                    for scope in scopes:
+                        new = new or spelling not in scope[group]
+                        scope[group].setdefault(spelling, self._keys[group][key])
+                added += int(new)
+        self._choices.clear()
+        self._within_cache.clear()
+        self._matches.clear()
+        return added
 
 
 @functools.lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
     """`Lexicon.from_gazetteer()`, built once per process."""
     return Lexicon.from_gazetteer()
+
+
+@functools.lru_cache(maxsize=4)
+def _lexicon_with(units: tuple[tuple[str, str, str], ...]) -> Lexicon:
+    lexicon = Lexicon.from_gazetteer()
+    lexicon.add_units(units)
+    return lexicon
+
+
+def lexicon_for(lm=None) -> Lexicon:
+    """The lexicon to snap with beside an LM: the vietnamadminunits names, plus the units of the
+    LM's training labels (its meta "units", written by `vhrmodel.lm.build_char_lm`) when it has
+    them: the names the real lines use, including units merged away since (the gazetteer holds
+    today's units). Built once per set of units."""
+    units = (getattr(lm, "meta", None) or {}).get("units") or []
+    if not units:
+        return default_lexicon()
+    return _lexicon_with(tuple(tuple(str(x) for x in u) for u in units))
+
+
+def split_unit_prefix(field: str, prefixes: Mapping[str, frozenset[str]] | None = None,
+                      order: Sequence[str] | None = None) -> tuple[str, str, frozenset[str]]:
+    """(prefix as written with its space, name, groups) of a stripped field, with the written
+    prefixes of `vhrdata.synth.addresses` (or `prefixes`, and `order`, the longest first).
+
+    Without a known prefix the whole field is the name and the groups are {"province"}.
+
+    Example:
+        >>> split_unit_prefix("Q. Hoàn Kiếm")
+        ('Q. ', 'Hoàn Kiếm', frozenset({'district'}))
+    """
+    if prefixes is None:
+        prefixes = _default_prefixes()
+    if order is None:
+        order = sorted(prefixes, key=len, reverse=True)
+    folded = field.casefold()
+    for key in order:
+        if not folded.startswith(key):
+            continue
+        rest = field[len(key):]
+        if key.endswith(".") or rest[:1].isspace():
+            name = rest.lstrip()
+            if name:
+                return field[: len(field) - len(name)], name, prefixes[key]
+    return "", field, frozenset({"province"})
+
+
+@functools.lru_cache(maxsize=1)
+def _default_prefixes() -> dict[str, frozenset[str]]:
+    return {k.strip().casefold(): frozenset(v) for k, v in _unit_prefixes().items()}
+
+
+def units_in_labels(texts: Iterable[str]) -> list[tuple[str, str, str]]:
+    """The (province, district, ward) units that address lines name, read from their last three
+    comma-separated fields by their prefixes: the last field is the province, a district-prefixed
+    field before it the district, a ward-prefixed field before that the ward. Numbered units
+    ("Phường 12") are kept; a line whose fields do not fit is skipped. Sorted, each once.
+
+    Example:
+        >>> units_in_labels(["Số 9, Phường Phước Tân, Thành phố Nha Trang, Khánh Hoà"])
+        [('Khánh Hoà', 'Nha Trang', 'Phước Tân')]
+    """
+    found: set[tuple[str, str, str]] = set()
+    for text in texts:
+        fields = [f.strip() for f in unicodedata.normalize("NFC", str(text)).split(",") if f.strip()]
+        if len(fields) < 2:
+            continue
+        _, province, groups = split_unit_prefix(fields[-1])
+        if "province" not in groups:
+            continue
+        _, district, groups = split_unit_prefix(fields[-2])
+        if "district" not in groups:
+            continue
+        ward = ""
+        if len(fields) >= 3:
+            _, name, groups = split_unit_prefix(fields[-3])
+            if groups == frozenset({"ward"}):
+                ward = name
+        found.add((province, district, ward))
+    return sorted(found)
 
 
 _FIELD_SPLIT = re.compile(r"(,)")
@@ -253,36 +449,68 @@ def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
     if len(confidences) != len(text):
         raise ValueError(f"need one confidence per character: {len(confidences)} for {len(text)} characters")
     pieces = _FIELD_SPLIT.split(text)
-    out, snaps, offset = [], [], 0
-    for k, piece in enumerate(pieces):
-        start = offset
+    starts, offset = [], 0
+    for piece in pieces:
+        starts.append(offset)
         offset += len(piece)
-        if k % 2 or not piece.strip():
-            out.append(piece)
-            continue
+    fields_at = [k for k in range(0, len(pieces), 2) if pieces[k].strip()]
+    hierarchy = settings.hierarchy and lexicon.has_hierarchy
+    province = district = None  # canonical keys, once read (from the end of the line)
+    out, snaps = list(pieces), []
+    for k in reversed(fields_at):
+        piece = pieces[k]
         lead = len(piece) - len(piece.lstrip())
         body = piece.strip()
         prefix, name, groups = lexicon.split_prefix(body)
-        letters = sum(ch.isalpha() for ch in name)
-        if letters < settings.min_chars or any(ch.isdigit() for ch in name):
-            out.append(piece)
-            continue
-        name_start = start + lead + len(prefix)
-        conf = _field_confidence(list(confidences[name_start : name_start + len(name)]), settings.confidence)
-        if conf >= settings.max_confidence:
-            out.append(piece)
-            continue
-        found = lexicon.match(name, groups)
+        last = k == fields_at[-1]
+        if hierarchy and not prefix and not last and province is not None:
+            groups = frozenset({"district", "ward"})  # an unprefixed field before the province
+        candidates = lexicon.within(province, district, groups) if hierarchy else None
+        final = name
+        snap = _snap_one(name, groups, candidates, lexicon, settings,
+                         confidences[starts[k] + lead + len(prefix): starts[k] + lead + len(prefix) + len(name)])
+        if snap is not None:
+            final, score, margin, conf = snap
+            out[k] = piece[:lead] + prefix + final + piece[lead + len(body):]
+            snaps.append(Snap(k // 2, body, prefix + final, round(score, 2), round(margin, 2), round(conf, 5)))
+        if hierarchy:
+            province, district = _read_context(lexicon, final, groups, province, district)
+    snaps.sort(key=lambda sn: sn.field)
+    return "".join(out), snaps
+
+
+def _snap_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] | None, lexicon: Lexicon,
+              settings: SnapSettings, confidences: Sequence[float]) -> tuple[str, float, float, float] | None:
+    """(new name, score, margin, confidence) when the field's name part is snapped, else None."""
+    letters = sum(ch.isalpha() for ch in name)
+    if letters < settings.min_chars or any(ch.isdigit() for ch in name):
+        return None
+    conf = _field_confidence(list(confidences), settings.confidence)
+    if conf >= settings.max_confidence:
+        return None
+    for scope, min_score in (((candidates, settings.min_score_within), (None, settings.min_score)) if candidates
+                             else ((None, settings.min_score),)):
+        found = lexicon.match(name, groups, scope)
         if found is None:
-            out.append(piece)
             continue
         form, score, margin = found
         if name.isupper():
             form = form.upper()
-        if score < settings.min_score or margin < settings.min_margin or form == name:
-            out.append(piece)
-            continue
-        new = piece[:lead] + prefix + form + piece[lead + len(body):]
-        snaps.append(Snap(k // 2, body, prefix + form, round(score, 2), round(margin, 2), round(conf, 5)))
-        out.append(new)
-    return "".join(out), snaps
+        if score >= min_score and margin >= settings.min_margin:
+            return (form, score, margin, conf) if form != name else None
+    return None
+
+
+def _read_context(lexicon: Lexicon, name: str, groups: frozenset[str], province: str | None,
+                  district: str | None) -> tuple[str | None, str | None]:
+    """The (province, district) context after a field whose name part reads `name`: the last
+    field names the province; a district field of that province names the district."""
+    if province is None:
+        return (lexicon.resolve(name, "province"), None) if "province" in groups else (None, None)
+    if district is None and "district" in groups:
+        key = _name_key(unicodedata.normalize("NFC", name))
+        districts = lexicon.within(province, None, {"district"}) or {}
+        found = next((canonical for form, canonical in districts.items() if _name_key(form) == key), None)
+        if found is not None:
+            return province, found
+    return province, district

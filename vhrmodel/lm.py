@@ -10,6 +10,9 @@ An LM file is the JSON of a `vhrmodel.decoding.CharNgramLM` (order, vocabulary, 
   lexicon step helped on val), `snap` (the lexicon thresholds, `vhrmodel.lexicon.SnapSettings`)
   and `tuned_on` (model, store, split, CER). `Recognizer` takes these as its defaults; an explicit
   `lm_weight` (`--lm-weight`) wins.
+- "units": the (province, district, ward) units the training labels name
+  (`vhrmodel.lexicon.units_in_labels`); the lexicon step snaps to them as well as to the
+  gazetteer's names (`vhrmodel.lexicon.lexicon_for`).
 
 Files written before "meta" existed load unchanged (no build record, no tuned values).
 
@@ -88,6 +91,11 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
         sources.append({"name": corpus_name, "lines": len(corpus), "events": n_corpus, "weight": w_corpus})
     share = labels_share if labels and corpus else (1.0 if labels else 0.0)
     lm.meta = {"built": {"order": int(order), "labels_share": share, "sources": sources}}
+    from vhrmodel.lexicon import units_in_labels
+
+    units = units_in_labels(labels)
+    if units:  # the lexicon adds them to the gazetteer's names (`vhrmodel.lexicon.lexicon_for`)
+        lm.meta["units"] = [list(u) for u in units]
     return lm
 
 

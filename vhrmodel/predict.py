@@ -90,7 +90,8 @@ class Recognizer:
             (`vhrmodel tune-lm`), else `vhrmodel.lm.DEFAULT_LM_WEIGHT` (0.5).
         lexicon: snap low-confidence, unambiguous address fields to administrative unit names
             after decoding (`vhrmodel.lexicon`): a `Lexicon`, True for the vietnamadminunits
-            one, or None/False for none. Meant for beam search with an LM, but works after any
+            names plus the units of the LM's training labels (`lexicon_for(lm)`), or None/False
+            for none. Meant for beam search with an LM, but works after any
             decoder. A line whose snapped text has characters outside the model's charset is
             kept as decoded.
         snap: the lexicon thresholds (`vhrmodel.lexicon.SnapSettings`); None: the LM file's
@@ -109,9 +110,9 @@ class Recognizer:
         if lm is not None and decoder != "beam":
             raise ValueError("a character LM is only used by beam search; pass decoder='beam'")
         if lexicon is True:  # before the model: a missing rapidfuzz is said in a second
-            from vhrmodel.lexicon import default_lexicon
+            from vhrmodel.lexicon import lexicon_for
 
-            lexicon = default_lexicon()
+            lexicon = lexicon_for(lm)
         self.runtime: Runtime = open_runtime(model)
         self.charset = Charset(self.runtime.alphabet)
         try:

@@ -21,7 +21,8 @@ from vhrdata.errors import StoreError
 DEFAULT_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
 #: Lexicon thresholds tried by default (each combination, with confidence "min").
 DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 6.0, 10.0),
-                     "max_confidence": (0.5, 0.7, 0.9, 1.01)}
+                     "max_confidence": (0.5, 0.7, 0.9, 1.01), "hierarchy": (False, True),
+                     "min_score_within": (50.0, 60.0, 70.0, 80.0)}
 
 TEST_REFUSED = "tune-lm never tunes on a test split ({split!r}); tune on --split val and report test with evaluate"
 
@@ -42,7 +43,14 @@ def snap_settings_grid(grid: dict[str, Sequence[float]] | None = None) -> list:
 
     grid = DEFAULT_SNAP_GRID if grid is None else grid
     keys = list(grid)
-    return [SnapSettings(**dict(zip(keys, values))) for values in itertools.product(*(grid[k] for k in keys))]
+    settings = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        snap = SnapSettings(**dict(zip(keys, values)))
+        # Without the hierarchy, min_score_within changes nothing: try one value of it.
+        if not snap.hierarchy and "min_score_within" in grid and snap.min_score_within != grid["min_score_within"][0]:
+            continue
+        settings.append(snap)
+    return settings
 
 
 def tune_lm(
@@ -70,7 +78,8 @@ def tune_lm(
         weights: LM weights to try.
         snap_grid: lexicon thresholds to try ({SnapSettings field: values}); default
             `DEFAULT_SNAP_GRID`; {} skips the lexicon.
-        lexicon: the `vhrmodel.lexicon.Lexicon`; default the vietnamadminunits one.
+        lexicon: the `vhrmodel.lexicon.Lexicon`; default `lexicon_for(the LM)`: the vietnamadminunits
+            names plus the units of the LM's training labels.
         beam_width: beams kept.
         batch_size: lines per model call.
         callback: called with each result row ({"lm_weight", "lexicon", "cer"}) as it is measured.
@@ -128,9 +137,9 @@ def tune_lm(
     settings_list = snap_settings_grid(snap_grid) if snap_grid != {} else []
     if settings_list:
         if lexicon is None:
-            from vhrmodel.lexicon import default_lexicon
+            from vhrmodel.lexicon import lexicon_for
 
-            lexicon = default_lexicon()
+            lexicon = lexicon_for(lm)
         recognizer.lexicon = lexicon
         lines = decoded[next(w for w in weights if float(w) == best_weight)]
         char_confs = [[[conf for _, _, conf in spans] for spans in recognizer.char_spans(texts, logits, lengths)]
