@@ -230,7 +230,7 @@ def test_hierarchy_reads_unprefixed_fields_before_the_province_as_its_districts_
 
 def test_settings_tuned_before_the_hierarchy_keep_their_behaviour():
     old = {"min_score": 80.0, "min_margin": 6.0, "max_confidence": 0.9, "confidence": "min", "min_chars": 4}
-    assert SnapSettings.from_dict(old).hierarchy is False
+    assert SnapSettings.from_dict(old).hierarchy is False and SnapSettings.from_dict(old).prefixes is False
     assert SnapSettings.from_dict({**old, "hierarchy": True}).hierarchy is True
     assert SnapSettings().hierarchy is True
     with pytest.raises(ValueError, match="min_score_within"):
@@ -276,3 +276,27 @@ def test_units_of_the_training_labels_travel_in_the_lm_and_extend_the_lexicon(tm
     assert snap_fields(text, [0.5] * len(text), lex)[0] == labels[0]
     # a unit of an unknown province is skipped
     assert Lexicon.from_gazetteer().add_units([("Xứ Sở Thần Tiên", "Nơi Nào", "Đó")]) == 0
+
+
+def test_a_misread_prefix_is_repaired_and_then_chooses_the_candidates():
+    from vhrmodel.lexicon import repair_prefix
+
+    assert repair_prefix("Thành phối Nha Trang") == ("Thành phố ", "Nha Trang")
+    assert repair_prefix("Huện Ba Vì") == ("Huyện ", "Ba Vì")
+    assert repair_prefix("huện Ba Vì") == ("huyện ", "Ba Vì")  # the line's case
+    for street in ("Đường Láng", "Khu phố 4", "Thôn Đông", "Phố Huế", "Tổ 4", "Phường"):
+        assert repair_prefix(street) is None, street
+    lex = tree_lexicon()
+    text = "Số 9, Pường Phuc Tan, Thành phối Nha Trang, Khánh Hoà"
+    low = SnapSettings(max_confidence=1.01)
+    fixed, snaps = snap_fields(text, [0.5] * len(text), lex, low)
+    assert fixed == "Số 9, Phường Phước Tân, Thành phố Nha Trang, Khánh Hoà"
+    assert [(s.before, s.after) for s in snaps] == [("Pường Phuc Tan", "Phường Phước Tân"),
+                                                    ("Thành phối Nha Trang", "Thành phố Nha Trang")]
+    # off, or read confidently, or before the last three fields: left as written
+    assert snap_fields(text, [0.5] * len(text), lex, SnapSettings(max_confidence=1.01, prefixes=False))[0] != fixed
+    # prefixes read with confidence stay, so the fields keep no known prefix and nothing is snapped
+    sure = confidences(text, ["Phuc Tan"])
+    assert snap_fields(text, sure, lex, SnapSettings(max_confidence=0.9)) == (text, [])
+    early = "Huện Ba, Số 9, Phường Tân Lập, Quận Hoàn Kiếm, Hà Nội"
+    assert snap_fields(early, [0.5] * len(early), lex, low)[0].startswith("Huện Ba, ")

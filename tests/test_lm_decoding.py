@@ -76,9 +76,10 @@ def test_tune_lm_writes_the_values_predict_then_uses(model_file, line_store, lm_
     assert result.exit_code == 0, result.output
     settings_lines = [x for x in result.output.splitlines() if x.startswith("lm_weight ")]
     # the weight, then every lexicon setting of the grid: 4 * 3 * 4 flat, and each of those with the
-    # hierarchy at 4 scores within a province
-    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) == 1 + len(snap_settings_grid())
-    assert sum("hierarchy" in x for x in settings_lines) == 4 * 3 * 4 * 4
+    # hierarchy at 4 scores within a province, each without and with prefix repair
+    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) * 2 == 1 + len(snap_settings_grid())
+    assert sum("hierarchy" in x for x in settings_lines) == 4 * 3 * 4 * 4 * 2
+    assert sum(x.endswith("prefixes") or " prefixes " in x for x in settings_lines) == 4 * 3 * 4 * 5
     assert settings_lines[0].startswith("lm_weight 0.30 · no lexicon · CER ")
     assert f"wrote {tuned_path}" in result.output
     tuned = json.loads(tuned_path.read_text(encoding="utf-8"))["meta"]["tuned"]

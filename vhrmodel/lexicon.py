@@ -48,10 +48,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Mapping, Sequence
 
 GROUPS = ("ward", "district", "province")
+#: The rapidfuzz ratio a misread prefix needs against a written-out one (`SnapSettings.prefixes`).
+PREFIX_SCORE = 80.0
 CONFIDENCE_MODES = ("min", "mean")
 
-__all__ = ["GROUPS", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon", "lexicon_for",
-           "split_unit_prefix", "units_in_labels"]
+__all__ = ["GROUPS", "PREFIX_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
+           "lexicon_for", "repair_prefix", "split_unit_prefix", "units_in_labels"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class SnapSettings:
         min_chars: name parts with fewer letters are never snapped.
         hierarchy: narrow the candidates by the province and district already read (see the
             module docstring). Settings stored before this existed read as False.
+        prefixes: repair a misread unit prefix ("Huện" → "Huyện", "Thành phối" → "Thành phố") in
+            the last three fields, when the field has no known prefix, its first one or two words
+            score >= `PREFIX_SCORE` against a written-out prefix of at least 4 letters, and the
+            model was unsure of them; the name is then matched as that prefix says. Settings
+            stored before this existed read as False.
         min_score_within: the score needed in a narrowed list (a few dozen names, where a weak
             best match is still a clear one); the margin rule applies as everywhere.
     """
@@ -77,6 +84,7 @@ class SnapSettings:
     min_chars: int = 4
     hierarchy: bool = True
     min_score_within: float = 70.0
+    prefixes: bool = True
 
     def __post_init__(self):
         if self.confidence not in CONFIDENCE_MODES:
@@ -97,7 +105,7 @@ class SnapSettings:
         if unknown:
             raise ValueError(f"unknown snap settings {unknown}; known: {sorted(known)}")
         # Tuned before the hierarchy existed: keep the behaviour those values were chosen for.
-        return cls(**{"hierarchy": False, **dict(d)})
+        return cls(**{"hierarchy": False, "prefixes": False, **dict(d)})
 
 
 @dataclass(frozen=True)
@@ -388,6 +396,57 @@ def _default_prefixes() -> dict[str, frozenset[str]]:
     return {k.strip().casefold(): frozenset(v) for k, v in _unit_prefixes().items()}
 
 
+@functools.lru_cache(maxsize=1)
+def _written_prefixes() -> dict[str, str]:
+    """Casefolded written-out prefix (4 letters or more, no dot) -> its most common written form."""
+    from vhrdata.synth.addresses import DISTRICT_PREFIXES, PROVINCE_PREFIXES, WARD_PREFIXES
+
+    best: dict[str, tuple[float, str]] = {}
+    for table in [*WARD_PREFIXES.values(), *DISTRICT_PREFIXES.values(), *PROVINCE_PREFIXES.values()]:
+        for form, weight in table.items():
+            form = form.strip()
+            if "." in form or sum(ch.isalpha() for ch in form) < 4:
+                continue
+            key = form.casefold()
+            if key not in best or weight > best[key][0]:
+                best[key] = (weight, form)
+    return {key: form for key, (_, form) in best.items()}
+
+
+def repair_prefix(field: str) -> tuple[str, str] | None:
+    """(repaired prefix with its space, the rest) of a stripped field whose first one or two words
+    are a misread written-out prefix, or None. Two-word prefixes are tried first.
+
+    Example:
+        >>> repair_prefix("Thành phối Nha Trang")
+        ('Thành phố ', 'Nha Trang')
+        >>> repair_prefix("Đường Láng") is None
+        True
+    """
+    from rapidfuzz import fuzz
+
+    words = field.split()
+    for k in (2, 1):
+        if len(words) <= k:
+            continue
+        head = " ".join(words[:k])
+        if sum(ch.isalpha() for ch in head) < 3:
+            continue
+        best, score = None, 0.0
+        for key, form in _written_prefixes().items():
+            if len(key.split()) != k:
+                continue
+            r = fuzz.ratio(head.casefold(), key)
+            if r > score:
+                best, score = form, r
+        if best is not None and score >= PREFIX_SCORE:
+            if head[:1].islower():
+                best = best.lower()
+            rest = field[field.index(words[k - 1]) + len(words[k - 1]):].lstrip()
+            return best + " ", rest
+    return None
+
+
 def units_in_labels(texts: Iterable[str]) -> list[tuple[str, str, str]]:
     """The (province, district, ward) units that address lines name, read from their last three
     comma-separated fields by their prefixes: the last field is the province, a district-prefixed
@@ -463,14 +522,25 @@ def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
         body = piece.strip()
         prefix, name, groups = lexicon.split_prefix(body)
         last = k == fields_at[-1]
+        written = prefix  # the prefix as the line has it
+        if settings.prefixes and not prefix and k in fields_at[-3:]:
+            repaired = repair_prefix(body)
+            if repaired is not None:
+                head = body[: len(body) - len(repaired[1])]
+                conf = _field_confidence(list(confidences[starts[k] + lead: starts[k] + lead + len(head)]),
+                                         settings.confidence)
+                if conf < settings.max_confidence:
+                    written, name = head, repaired[1]
+                    prefix, _, groups = lexicon.split_prefix(repaired[0] + name)
         if hierarchy and not prefix and not last and province is not None:
             groups = frozenset({"district", "ward"})  # an unprefixed field before the province
         candidates = lexicon.within(province, district, groups) if hierarchy else None
         final = name
-        snap = _snap_one(name, groups, candidates, lexicon, settings,
-                         confidences[starts[k] + lead + len(prefix): starts[k] + lead + len(prefix) + len(name)])
-        if snap is not None:
-            final, score, margin, conf = snap
+        name_at = starts[k] + lead + len(written)
+        snap = _snap_one(name, groups, candidates, lexicon, settings, confidences[name_at: name_at + len(name)])
+        if snap is not None or written != prefix:
+            final, score, margin, conf = snap or (name, 100.0, 0.0, _field_confidence(
+                list(confidences[starts[k] + lead: name_at]), settings.confidence))
             out[k] = piece[:lead] + prefix + final + piece[lead + len(body):]
             snaps.append(Snap(k // 2, body, prefix + final, round(score, 2), round(margin, 2), round(conf, 5)))
         if hierarchy:

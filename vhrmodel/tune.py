@@ -22,7 +22,7 @@ DEFAULT_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
 #: Lexicon thresholds tried by default (each combination, with confidence "min").
 DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 6.0, 10.0),
                      "max_confidence": (0.5, 0.7, 0.9, 1.01), "hierarchy": (False, True),
-                     "min_score_within": (50.0, 60.0, 70.0, 80.0)}
+                     "min_score_within": (50.0, 60.0, 70.0, 80.0), "prefixes": (False, True)}
 
 TEST_REFUSED = "tune-lm never tunes on a test split ({split!r}); tune on --split val and report test with evaluate"
 

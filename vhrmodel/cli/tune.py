@@ -68,7 +68,8 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
         lex = row["lexicon"]
         what = ("no lexicon" if lex is None else
                 f"lexicon score>={lex['min_score']:g} margin>={lex['min_margin']:g} conf<{lex['max_confidence']:g}"
-                + (f" hierarchy (score>={lex['min_score_within']:g} within)" if lex.get("hierarchy") else ""))
+                + (f" hierarchy (score>={lex['min_score_within']:g} within)" if lex.get("hierarchy") else "")
+                + (" prefixes" if lex.get("prefixes") else ""))
         click.echo(f"lm_weight {row['lm_weight']:.2f} · {what} · CER {row['cer']:.2%}")
 
     result = tune_lm(model_path, store, lm_path, split=split, out=out_path, weights=weight_list,
