@@ -300,3 +300,15 @@ def test_a_misread_prefix_is_repaired_and_then_chooses_the_candidates():
     assert snap_fields(text, sure, lex, SnapSettings(max_confidence=0.9)) == (text, [])
     early = "Huện Ba, Số 9, Phường Tân Lập, Quận Hoàn Kiếm, Hà Nội"
     assert snap_fields(early, [0.5] * len(early), lex, low)[0].startswith("Huện Ba, ")
+
+
+def test_the_match_memo_is_bounded_for_servers_that_read_without_end(monkeypatch):
+    import vhrmodel.lexicon as lexicon_module
+
+    monkeypatch.setattr(lexicon_module, "MATCH_MEMO_SIZE", 2)
+    lex = tree_lexicon()
+    names = ["Phuc Tan", "Phuoc Hai", "Tan Lap", "Cam Duc", "Phuc Tan"]
+    results = [lex.match(n, {"ward"}) for n in names]
+    assert len(lex._matches) <= 2
+    assert results[0] == results[-1] and results[0][0] in ("Phúc Tân", "Phước Tân")
+    assert [r[0] for r in results[1:4]] == ["Phước Hải", "Tân Lập", "Cam Đức"]

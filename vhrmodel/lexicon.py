@@ -51,6 +51,8 @@ GROUPS = ("ward", "district", "province")
 #: The rapidfuzz ratio a misread prefix needs against a written-out one (`SnapSettings.prefixes`).
 PREFIX_SCORE = 80.0
 CONFIDENCE_MODES = ("min", "mean")
+#: How many (name, candidates) matches a lexicon remembers before it starts again.
+MATCH_MEMO_SIZE = 100_000
 
 __all__ = ["GROUPS", "PREFIX_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
            "lexicon_for", "repair_prefix", "split_unit_prefix", "units_in_labels"]
@@ -251,8 +253,11 @@ class Lexicon:
         return found or None
 
     def _choice_lists(self, groups: frozenset[str], candidates: Mapping[str, str] | None = None):
+        # Keyed by the candidates' identity; the entry keeps them alive, so no other object can
+        # take their id while the entry (and the match memo keyed the same way) exists.
         key = (groups, id(candidates))
-        cached = self._choices.get(key)
+        entry = self._choices.get(key)
+        cached = entry[1] if entry is not None and entry[0] is candidates else None
         if cached is None:
             merged: dict[str, str] = {}
             if candidates is not None:
@@ -263,7 +268,8 @@ class Lexicon:
                         for form, canonical in self.forms[g].items():
                             merged.setdefault(form, canonical)
             forms = list(merged)
-            cached = self._choices[key] = (forms, [f.casefold() for f in forms], [merged[f] for f in forms])
+            cached = (forms, [f.casefold() for f in forms], [merged[f] for f in forms])
+            self._choices[key] = (candidates, cached)
         return cached
 
     def match(self, name: str, groups: Iterable[str],
@@ -276,8 +282,11 @@ class Lexicon:
             candidates: {written form: canonical} to search instead of the whole groups (`within`).
         """
         groups = frozenset(groups)
+        self._choice_lists(groups, candidates)  # pins the candidates' id for the memo key
         memo = (name, groups, id(candidates))
         if memo not in self._matches:
+            if len(self._matches) >= MATCH_MEMO_SIZE:  # a server reads names without end
+                self._matches.clear()
             self._matches[memo] = self._match(name, groups, candidates)
         return self._matches[memo]
 
@@ -442,7 +451,7 @@ def repair_prefix(field: str) -> tuple[str, str] | None:
         if best is not None and score >= PREFIX_SCORE:
             if head[:1].islower():
                 best = best.lower()
-            rest = field[field.index(words[k - 1]) + len(words[k - 1]):].lstrip()
+            rest = re.match(r"\s*(?:\S+\s+){%d}(.*)\Z" % k, field, re.S).group(1)
             return best + " ", rest
     return None
 
