@@ -158,18 +158,33 @@ def test_evaluate_with_beam_lm_and_lexicon_end_to_end(model_file, line_store, lm
 
 
 def test_train_writes_the_labels_plus_address_corpus_lm(line_store, tmp_path):
-    from vhrmodel.config import TrainConfig
-    from vhrmodel.lm import ADDRESS_CORPUS, LABELS_SHARE
-    from vhrmodel.train import _write_run_lm
+    from vhrmodel.lm import ADDRESS_CORPUS, LABELS_SHARE, LM_ORDER, write_store_lm
 
     store = open_store(line_store)
-    built = read_char_lm(_write_run_lm(store, TrainConfig(), tmp_path / "charlm.json")).meta["built"]
+    built = read_char_lm(write_store_lm(store, tmp_path / "charlm.json")).meta["built"]
     assert [s["name"] for s in built["sources"]] == ["training labels", ADDRESS_CORPUS]
     assert built["sources"][0]["lines"] == len(TEXTS) and built["labels_share"] == LABELS_SHARE
     from vhrdata.synth.addresses import load_gazetteer
 
     g = load_gazetteer()
     units = sum(len(ws) for by_d in g.legacy.values() for ws in by_d.values()) + sum(map(len, g.modern.values()))
-    assert built["sources"][1]["lines"] == 2 * units and built["order"] == 5
-    alone = read_char_lm(_write_run_lm(store, TrainConfig(address_lm=False), tmp_path / "labels.json"))
+    assert built["sources"][1]["lines"] == 2 * units and built["order"] == LM_ORDER == 8
+    alone = read_char_lm(write_store_lm(store, tmp_path / "labels.json", address_lm=False, order=3))
     assert [s["name"] for s in alone.meta["built"]["sources"]] == ["training labels"]
+    assert alone.order == 3
+
+
+def test_build_lm_rebuilds_a_run_lm_from_the_training_labels_only(line_store, tmp_path):
+    out = tmp_path / "charlm.json"
+    result = CliRunner().invoke(main, ["build-lm", "--store", str(line_store), "--out", str(out), "--order", "6",
+                                       "--no-address-lm"])
+    assert result.exit_code == 0, result.output
+    lm = read_char_lm(out)
+    assert lm.order == 6 and [s["name"] for s in lm.meta["built"]["sources"]] == ["training labels"]
+    assert lm.meta["built"]["sources"][0]["lines"] == len(TEXTS)
+    assert f"order 6, training labels ({len(TEXTS)} lines)" in result.output
+    for split in ("val", "test", "test-camera"):
+        refused = CliRunner().invoke(main, ["build-lm", "--store", str(line_store), "--out", str(tmp_path / "x.json"),
+                                            "--split", split])
+        assert refused.exit_code == 2 and "training split" in refused.output, refused.output
+        assert not (tmp_path / "x.json").exists()

@@ -11,6 +11,7 @@ from typing import Any
 
 from vhrmodel.augment import AugmentConfig
 from vhrmodel.errors import TrainingError
+from vhrmodel.lm import LM_ORDER
 
 # The files of a run folder.
 BEST_MODEL = "model.keras"
@@ -61,6 +62,7 @@ class TrainConfig:
         tensorboard: write TensorBoard logs (TensorFlow must be importable).
         address_lm: build RUN/charlm.json from the training labels plus the address corpus of
             every administrative unit (`vhrmodel.lm`); False: the labels alone.
+        lm_order: n of RUN/charlm.json's character n-gram (`vhrmodel.lm.LM_ORDER`).
         train_split: split to train on (and to take the model's charset from).
         val_split: split to validate on (chooses the best checkpoint and drives the schedule).
     """
@@ -88,6 +90,7 @@ class TrainConfig:
     time_limit: float | None = None
     tensorboard: bool = True
     address_lm: bool = True
+    lm_order: int = LM_ORDER
     train_split: str = "train"
     val_split: str = "val"
 
@@ -99,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive. Received: lr={self.lr}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0. Received: workers={self.workers}")
+        if self.lm_order < 1:
+            raise ValueError(f"lm_order must be positive. Received: lm_order={self.lm_order}")
         if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:
             raise ValueError(f"ema_momentum must be in (0, 1). Received: ema_momentum={self.ema_momentum}")
         if self.train_split == self.val_split:

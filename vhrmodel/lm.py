@@ -37,12 +37,16 @@ from vhrmodel.decoding import CharNgramLM
 
 #: Share of n-gram occurrences the training labels keep when a corpus is added.
 LABELS_SHARE = 0.8
+#: n of the run LM that `vhrmodel train` and `vhrmodel build-lm` write by default. Address lines
+#: repeat long unit names, so long contexts pay: see docs/RESULTS.md ("LM order").
+LM_ORDER = 8
 #: LM weight of beam search when neither the user nor the LM file's tuned values give one.
 DEFAULT_LM_WEIGHT = 0.5
 #: Name of the address corpus source in the "built" record.
 ADDRESS_CORPUS = "vietnamadminunits addresses"
 
-__all__ = ["LABELS_SHARE", "DEFAULT_LM_WEIGHT", "ADDRESS_CORPUS", "build_char_lm", "write_char_lm",
+__all__ = ["LABELS_SHARE", "LM_ORDER", "DEFAULT_LM_WEIGHT", "ADDRESS_CORPUS", "build_char_lm", "write_char_lm",
+           "write_store_lm",
            "read_char_lm", "tuned_values", "resolve_lm_weight", "resolve_lexicon", "write_tuned"]
 
 
@@ -116,6 +120,28 @@ def write_char_lm(labels: Iterable[str], path: str | Path, order: int = 5, *, co
     """
     lm = build_char_lm(labels, corpus, order=order, labels_share=labels_share, corpus_name=corpus_name)
     return write_text_atomic(Path(path), lm.to_json())
+
+
+def write_store_lm(store, path: str | Path, *, split: str = "train", order: int = LM_ORDER, address_lm: bool = True,
+                   seed: int = 0) -> Path:
+    """A run's LM (RUN/charlm.json): a store split's labels, plus the address corpus of every
+    administrative unit when `address_lm`. `vhrmodel train` and `vhrmodel build-lm` both write it
+    here.
+
+    Args:
+        store: an opened store (`vhrdata.store.open_store`).
+        path: the file to write (atomically).
+        split: the split whose labels train it: the training split, never val or test.
+        order: n of the n-gram.
+        address_lm: add `vhrdata.synth.addresses.address_corpus(seed)`.
+        seed: the corpus' seed (which written forms are drawn).
+    """
+    corpus = None
+    if address_lm:
+        from vhrdata.synth.addresses import address_corpus
+
+        corpus = address_corpus(seed=seed)
+    return write_char_lm((sample.text for sample in store.split(split)), path, order=order, corpus=corpus)
 
 
 def read_char_lm(path: str | Path) -> CharNgramLM:

@@ -61,7 +61,7 @@ from vhrmodel.config import (
 from vhrmodel.distribute import NullScope, adapt_to_strategy, distribution_strategy, is_chief, worker_shard
 from vhrmodel.errors import ModelFileError, TrainingError
 from vhrmodel.inputs import check_splits, endless_batches, records_source, store_source, tf_epochs_dataset
-from vhrmodel.lm import write_char_lm
+from vhrmodel.lm import write_store_lm
 from vhrmodel.losses import CTCLoss
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,6 @@ def _build(config: TrainConfig, alphabet: str, settings_dict: dict[str, Any], in
     if report["skipped_layers"]:
         log.warning("init from %s: layers not copied (shapes differ): %s", init_from, report["skipped_layers"])
     return model, report
-
-
-def _write_run_lm(store, config: TrainConfig, path: Path) -> Path:
-    """RUN/charlm.json: the training labels, plus the address corpus when `config.address_lm`."""
-    corpus = None
-    if config.address_lm:
-        from vhrdata.synth.addresses import address_corpus
-
-        corpus = address_corpus(seed=config.seed)
-    return write_char_lm((sample.text for sample in store.split(config.train_split)), path, corpus=corpus)
 
 
 def set_bn_momentum(model, momentum: float) -> int:
@@ -258,7 +248,8 @@ def train(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _write_run_lm(store, config, run_dir / CHAR_LM)
+        write_store_lm(store, run_dir / CHAR_LM, split=config.train_split, order=config.lm_order,
+                       address_lm=config.address_lm, seed=config.seed)
     except OSError as ex:
         raise run_write_error(ex, run_dir, CHAR_LM) from None
     if config.steps_per_epoch is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vhrdata.cli.common import handle_errors
+from vhrmodel.lm import LM_ORDER
 from vhrmodel.tune import DEFAULT_WEIGHTS
 
 
@@ -79,4 +80,46 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
                f"(val CER {t['tuned_on']['cer']:.2%}); wrote {result['path']}")
 
 
-COMMANDS = [tune_lm_cmd]
+@click.command("build-lm")
+@click.option("--store", required=True, type=click.Path(path_type=str), help="Store whose training labels fit the LM.")
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="The LM file to write (e.g. RUN/charlm.json, replaced atomically).")
+@click.option("--split", default="train", show_default=True,
+              help="Split whose labels fit the LM: the model's training split, never val or test.")
+@click.option("--order", type=click.IntRange(min=1), default=LM_ORDER, show_default=True,
+              help="n of the character n-gram.")
+@click.option("--address-lm/--no-address-lm", default=True, show_default=True,
+              help="Add every administrative unit name (vietnamadminunits) to the labels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the address corpus' written forms.")
+@handle_errors
+def build_lm_cmd(store, out_path, split, order, address_lm, seed):
+    """Write a character LM from a store's training labels, as `train` writes RUN/charlm.json.
+
+    For a run trained with another --lm-order, or before its LM recorded the units of its
+    training labels (which the lexicon uses). Tune it on val afterwards with `tune-lm`.
+
+    Example:
+
+    \b
+        vhrmodel build-lm --store work/store --out work/run/charlm.json --order 8
+        vhrmodel tune-lm --model work/run/model.keras --store work/store --lm work/run/charlm.json
+    """
+    from vhrmodel.cli.checks import open_store_checked
+    from vhrmodel.lm import read_char_lm, write_store_lm
+    from vhrmodel.tune import check_tune_split
+
+    try:
+        check_tune_split(split)  # the same rule: test text never goes into a decoder's LM
+    except ValueError:
+        raise click.BadParameter(f"{split!r} is a test split; fit the LM on the training split",
+                                 param_hint="--split") from None
+    if split == "val":
+        raise click.BadParameter("val chooses the LM weight; fit the LM on the training split", param_hint="--split")
+    opened = open_store_checked(store, {split: "the LM's labels (--split)"})
+    path = write_store_lm(opened, out_path, split=split, order=order, address_lm=address_lm, seed=seed)
+    built = read_char_lm(path).meta
+    sources = ", ".join(f"{s['name']} ({s['lines']:,} lines)" for s in built["built"]["sources"])
+    click.echo(f"wrote {path}: order {order}, {sources}, {len(built.get('units') or []):,} units for the lexicon")
+
+
+COMMANDS = [tune_lm_cmd, build_lm_cmd]
