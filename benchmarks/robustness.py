@@ -1,7 +1,7 @@
 """The robustness table of docs/RESULTS.md: one model on test-clean, test-camera and test-unseen-font.
 
     python benchmarks/robustness.py --model RUN/model.keras --records work/real_lines/records \
-        --work work/robust [--decoder greedy --decoder beam] [--lm RUN/charlm.json] [--lexicon]
+        --work work/robust [--decoder greedy --decoder beam] [--lm RUN/charlm.json] [--lexicon] [--beam-width 10]
 
 - test-clean: the records' untouched `test` split, built at the model's preprocessing settings;
 - test-camera: the same lines through `vhrdata degrade` (TEST_CAMERA ranges, TEST_CAMERA_SEED: other
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--decoder", action="append", choices=["greedy", "beam"])
     ap.add_argument("--lm", help="char LM for beam (default: none)")
     ap.add_argument("--lexicon", action="store_true", help="also beam + LM + lexicon")
+    ap.add_argument("--beam-width", type=int, default=10, help="beams kept (tune the LM at the same width)")
     ap.add_argument("--label", default=None, help="name of this row in the output")
     args = ap.parse_args()
 
@@ -79,11 +80,14 @@ def main() -> None:
     if "beam" in (args.decoder or []):
         lm = ["--lm", args.lm] if args.lm else []
         # --no-lexicon: a tuned LM file turns the lexicon on by default.
-        recipes.append(("beam+lm" if args.lm else "beam", ["--decoder", "beam", "--beam-width", "10", *lm, "--no-lexicon"]))
+        recipes.append(("beam+lm" if args.lm else "beam", ["--decoder", "beam", "--beam-width", str(args.beam_width), *lm,
+                                                          "--no-lexicon"]))
         if args.lexicon:
-            recipes.append(("beam+lm+lexicon", ["--decoder", "beam", "--beam-width", "10", *lm, "--lexicon"]))
+            recipes.append(("beam+lm+lexicon", ["--decoder", "beam", "--beam-width", str(args.beam_width), *lm,
+                                                 "--lexicon"]))
     label = args.label or Path(args.model).parent.name
-    out = {"model": str(args.model), "label": label, "settings": settings.to_dict(), "results": {}}
+    out = {"model": str(args.model), "label": label, "settings": settings.to_dict(), "beam_width": args.beam_width,
+           "results": {}}
     for set_name, store in stores.items():
         for rname, flags in recipes:
             ev = args.work / "eval" / label / f"{set_name}-{rname}"
