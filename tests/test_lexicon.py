@@ -4,6 +4,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vhrdata.synth.addresses import address_corpus, load_gazetteer
 from vhrmodel.decoding import CharNgramLM
@@ -312,3 +314,20 @@ def test_the_match_memo_is_bounded_for_servers_that_read_without_end(monkeypatch
     assert len(lex._matches) <= 2
     assert results[0] == results[-1] and results[0][0] in ("Phúc Tân", "Phước Tân")
     assert [r[0] for r in results[1:4]] == ["Phước Hải", "Tân Lập", "Cam Đức"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Phường", "P.", "Huện", "Thành phối", "Quận", "Hà Nội", "Khánh Hoà", "Phuc Tan",
+                                 "Nha Trang", "Hoàn Kiếm", "12", "Tân", ",", ", ", " ", "", "x", "Thị", "xã"]),
+                max_size=14),
+       st.floats(min_value=0.0, max_value=1.0))
+def test_snap_never_breaks_a_line_whatever_its_fields(parts, conf):
+    lex = tree_lexicon()
+    text = " ".join(parts)
+    out, snaps = snap_fields(text, [conf] * len(text), lex, SnapSettings(max_confidence=1.01, min_score_within=50))
+    assert out.count(",") == text.count(",")  # fields are never merged, split or dropped
+    assert [s.field for s in snaps] == sorted({s.field for s in snaps})
+    for s in snaps:
+        assert s.before in text and s.after in out
+    # nothing is snapped where the model was sure
+    assert snap_fields(text, [conf] * len(text), lex, SnapSettings(max_confidence=0.0)) == (text, [])
