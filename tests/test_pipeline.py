@@ -223,3 +223,25 @@ def test_a_pipeline_without_train_prints_no_estimate(tmp_path):
     p = write(tmp_path, "name: t\nstages:\n  - split\n")
     res = CliRunner().invoke(main, ["run", str(p), "--work", str(tmp_path), "--dry-run"])
     assert res.exit_code == 0 and "plan: split" in res.output and "estimated" not in res.output
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_pipelines_pass_only_options_their_commands_take(path):
+    pipe = load_pipeline(path, src="/data", work="/w")
+    for step in pipe.steps:
+        command = __import__(f"{step.program}.cli", fromlist=["main"]).main.commands[step.argv[0]]
+        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        flags = [a for a in step.argv[1:] if a.startswith("--")]
+        assert set(flags) <= known, f"{step.display()}: {sorted(set(flags) - known)} are not options of {step.argv[0]}"
+
+
+def test_cinnamon_pipeline_tunes_on_val_before_it_reads_test():
+    pipe = load_pipeline(REPO / "pipelines" / "cinnamon.yaml", src="/d", work="/w")
+    stages = [s.stage for s in pipe.steps]
+    assert stages.index("tune-lm") < stages.index("evaluate")
+    tune = pipe.step("tune-lm")
+    assert option(tune, "--split") == "val" and option(tune, "--lm") == "/w/run/charlm.json"
+    assert option(tune, "--model") == "/w/run/model.keras" and option(tune, "--store") == "/w/store"
+    train = pipe.step("train")
+    assert option(train, "--augment-config") == "camera" and option(train, "--init-from") == "starter"
+    assert "--flatten-background" in pipe.step("build-lmdb").argv

@@ -60,6 +60,12 @@ STAGES: dict[str, StageSpec] = {
     "verify": StageSpec("vhrdata", "verify", ("{work}/store",)),
     "stats": StageSpec("vhrdata", "stats", ("{work}/store",), {"out": "{work}/report"}),
     "train": StageSpec("vhrmodel", "train", (), {"store": "{work}/store", "out": "{work}/run"}),
+    # Chooses the LM weight and the lexicon on val and stores them in the run's LM, so a later
+    # `evaluate --lm {run}/charlm.json` (and predict, serve) decode as tuned.
+    "tune-lm": StageSpec(
+        "vhrmodel", "tune-lm", (), {"model": "{work}/run/model.keras", "store": "{work}/store",
+                                    "lm": "{work}/run/charlm.json", "split": "val"}
+    ),
     "evaluate": StageSpec(
         "vhrmodel", "evaluate", (), {"model": "{work}/run/model.keras", "store": "{work}/store", "out": "{work}/eval"}
     ),
@@ -69,7 +75,7 @@ STAGES: dict[str, StageSpec] = {
 # Options whose values are paths: a relative value in the file resolves against the file's folder.
 PATH_OPTIONS = {"lm", "augment-config", "init-from", "records", "font-dir", "model", "store", "out"}
 # Options that may also take a bare name instead of a path (e.g. a packaged model); such names pass unchanged.
-NAME_OR_PATH_OPTIONS = {"init-from"}
+NAME_OR_PATH_OPTIONS = {"init-from", "augment-config"}  # `starter`; `camera`
 
 
 @dataclass
