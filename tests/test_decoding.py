@@ -141,6 +141,27 @@ def test_lm_fusion_breaks_an_acoustic_tie():
     assert with_lm == ["aab"]
 
 
+def test_digit_class_lm_knows_where_a_number_goes_but_not_which_digits():
+    texts = ["Số 12 Lê Lợi", "Số 12 Lê Lợi", "Số 7 Hàng Bạc"]
+    by_name = CharNgramLM(order=4).fit(texts)
+    as_class = CharNgramLM(order=4, digit_class=True).fit(texts)
+    # by name, "Số 1" is far likelier than "Số 9"; as a class every digit is the same
+    assert by_name.log_prob("Số ", "1") > by_name.log_prob("Số ", "9") + 1.0
+    assert as_class.log_prob("Số ", "1") == as_class.log_prob("Số ", "9") == as_class.log_prob("Số ", "0")
+    assert as_class.log_prob("Số ", "1") > as_class.log_prob("Số ", "L")  # a number still goes there
+    assert as_class.log_prob("Số 98", " ") == as_class.log_prob("Số 12", " ")  # contexts too
+    restored = CharNgramLM.from_json(as_class.to_json())
+    assert restored.digit_class and restored.score("Số 45 Lê Lợi") == pytest.approx(as_class.score("Số 12 Lê Lợi"))
+    assert not CharNgramLM.from_json(by_name.to_json()).digit_class  # files without the key read as before
+    # in the decoder: a frame torn between "1" and "9" is left to the model, not pulled to "1"
+    cs = Charset("19")
+    frames = np.array([[0.02, 0.40, 0.58]])
+    lm_by_name = CharNgramLM(order=2).fit(["1"] * 20 + ["9"])
+    lm_class = CharNgramLM(order=2, digit_class=True).fit(["1"] * 20 + ["9"])
+    assert ctc_beam_decode(np.log(frames)[None], cs, beam_width=4, lm=lm_by_name, lm_weight=1.0) == ["1"]
+    assert ctc_beam_decode(np.log(frames)[None], cs, beam_width=4, lm=lm_class, lm_weight=1.0) == ["9"]
+
+
 def test_decoders_reject_bad_shapes():
     with pytest.raises(ValueError, match="shape"):
         ctc_greedy_decode(np.zeros((3, 4)), CS)

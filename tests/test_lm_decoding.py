@@ -181,8 +181,12 @@ def test_build_lm_rebuilds_a_run_lm_from_the_training_labels_only(line_store, tm
     assert result.exit_code == 0, result.output
     lm = read_char_lm(out)
     assert lm.order == 6 and [s["name"] for s in lm.meta["built"]["sources"]] == ["training labels"]
+    assert lm.digit_class and lm.meta["built"]["digit_class"]  # the default
+    plain = CliRunner().invoke(main, ["build-lm", "--store", str(line_store), "--out", str(tmp_path / "plain.json"),
+                                      "--order", "3", "--no-digit-class", "--no-address-lm"])
+    assert plain.exit_code == 0 and not read_char_lm(tmp_path / "plain.json").digit_class
     assert lm.meta["built"]["sources"][0]["lines"] == len(TEXTS)
-    assert f"order 6, training labels ({len(TEXTS)} lines)" in result.output
+    assert f"order 6, digits as one class, training labels ({len(TEXTS)} lines)" in result.output
     for split in ("val", "test", "test-camera"):
         refused = CliRunner().invoke(main, ["build-lm", "--store", str(line_store), "--out", str(tmp_path / "x.json"),
                                             "--split", split])

@@ -11,7 +11,7 @@ from typing import Any
 
 from vhrmodel.augment import AugmentConfig
 from vhrmodel.errors import TrainingError
-from vhrmodel.lm import LM_ORDER
+from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
 
 # The files of a run folder.
 BEST_MODEL = "model.keras"
@@ -63,6 +63,7 @@ class TrainConfig:
         address_lm: build RUN/charlm.json from the training labels plus the address corpus of
             every administrative unit (`vhrmodel.lm`); False: the labels alone.
         lm_order: n of RUN/charlm.json's character n-gram (`vhrmodel.lm.LM_ORDER`).
+        lm_digit_class: RUN/charlm.json sees every digit as one class (`vhrmodel.lm.LM_DIGIT_CLASS`).
         train_split: split to train on (and to take the model's charset from).
         val_split: split to validate on (chooses the best checkpoint and drives the schedule).
     """
@@ -91,6 +92,7 @@ class TrainConfig:
     tensorboard: bool = True
     address_lm: bool = True
     lm_order: int = LM_ORDER
+    lm_digit_class: bool = LM_DIGIT_CLASS
     train_split: str = "train"
     val_split: str = "val"
 

@@ -156,6 +156,11 @@ class CharNgramLM:
 
     Args:
         order: int. n of the n-gram (context of `order - 1` characters).
+        digit_class: see digits as one class: every digit is counted, and scored, as "0", in the
+            predicted character and in the context alike. House and street numbers are arbitrary,
+            so an LM that knows digits by name pulls a read number toward the numbers its text
+            happened to hold; with the class it still knows where a number goes and how long it
+            tends to be, and leaves which digits to the model.
 
     Attributes:
         meta: what the JSON file records beside the counts (`vhrmodel.lm`: "built", how it was
@@ -170,10 +175,14 @@ class CharNgramLM:
     BOS = "\x02"
     EOS = "\x03"
 
-    def __init__(self, order: int = 5):
+    #: Every digit reads as "0" when `digit_class` is on.
+    DIGITS = str.maketrans("123456789", "000000000")
+
+    def __init__(self, order: int = 5, digit_class: bool = False):
         if int(order) < 1:
             raise ValueError(f"`order` must be positive. Received: order={order}")
         self.order = int(order)
+        self.digit_class = bool(digit_class)
         self.counts: list[dict[str, Counter]] = [defaultdict(Counter) for _ in range(self.order)]
         self.vocab: set[str] = set()
         self.meta: dict = {}
@@ -186,6 +195,8 @@ class CharNgramLM:
         weight = 1 if weight == 1 else float(weight)  # integer counts stay integers in the JSON
         pad = self.BOS * (self.order - 1)
         for text in texts:
+            if self.digit_class:
+                text = text.translate(self.DIGITS)
             seq = pad + text + self.EOS
             self.vocab.update(text)
             for i in range(self.order - 1, len(seq)):
@@ -212,6 +223,8 @@ class CharNgramLM:
     def log_prob(self, context: str, char: str) -> float:
         """Natural log P(char | last order-1 characters of context); the start is padded."""
         context = (self.BOS * (self.order - 1) + context)[-(self.order - 1) :] if self.order > 1 else ""
+        if self.digit_class:
+            context, char = context.translate(self.DIGITS), char.translate(self.DIGITS)
         key = (context, char)
         value = self._cache.get(key)
         if value is None:
@@ -227,6 +240,8 @@ class CharNgramLM:
     def to_json(self) -> str:
         data = {"order": self.order, "vocab": "".join(sorted(self.vocab)),
                 "counts": [{h: dict(c) for h, c in level.items()} for level in self.counts]}
+        if self.digit_class:
+            data["digit_class"] = True
         if self.meta:
             data["meta"] = self.meta
         return json.dumps(data, ensure_ascii=False)
@@ -234,7 +249,7 @@ class CharNgramLM:
     @classmethod
     def from_json(cls, s: str) -> "CharNgramLM":
         data = json.loads(s)
-        lm = cls(data["order"])
+        lm = cls(data["order"], digit_class=bool(data.get("digit_class", False)))
         lm.vocab = set(data["vocab"])
         meta = data.get("meta") or {}
         if not isinstance(meta, dict):

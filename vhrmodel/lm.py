@@ -40,12 +40,15 @@ LABELS_SHARE = 0.8
 #: n of the run LM that `vhrmodel train` and `vhrmodel build-lm` write by default. Address lines
 #: repeat long unit names, so long contexts pay: see docs/RESULTS.md ("LM order").
 LM_ORDER = 8
+#: Whether the run LM sees digits as one class (`CharNgramLM.digit_class`): house numbers are
+#: arbitrary, and an LM that knows them by name pulls read numbers toward its text's.
+LM_DIGIT_CLASS = True
 #: LM weight of beam search when neither the user nor the LM file's tuned values give one.
 DEFAULT_LM_WEIGHT = 0.5
 #: Name of the address corpus source in the "built" record.
 ADDRESS_CORPUS = "vietnamadminunits addresses"
 
-__all__ = ["LABELS_SHARE", "LM_ORDER", "DEFAULT_LM_WEIGHT", "ADDRESS_CORPUS", "build_char_lm", "write_char_lm",
+__all__ = ["LABELS_SHARE", "LM_ORDER", "LM_DIGIT_CLASS", "DEFAULT_LM_WEIGHT", "ADDRESS_CORPUS", "build_char_lm", "write_char_lm",
            "write_store_lm",
            "read_char_lm", "tuned_values", "resolve_lm_weight", "resolve_lexicon", "write_tuned"]
 
@@ -55,7 +58,8 @@ def _events(texts: list[str]) -> int:
 
 
 def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *, order: int = 5,
-                  labels_share: float = LABELS_SHARE, corpus_name: str = ADDRESS_CORPUS) -> CharNgramLM:
+                  labels_share: float = LABELS_SHARE, corpus_name: str = ADDRESS_CORPUS,
+                  digit_class: bool = False) -> CharNgramLM:
     """Fit a character n-gram LM on training labels and, optionally, a text corpus.
 
     Args:
@@ -66,6 +70,7 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
         labels_share: share of n-gram occurrences the labels keep, in (0, 1] (see the module
             docstring); 1 ignores the corpus.
         corpus_name: how the corpus is named in the "built" record.
+        digit_class: every digit is one class to the LM (`CharNgramLM(digit_class=True)`).
 
     Returns:
         The LM, with `meta["built"]` describing its sources.
@@ -85,7 +90,7 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
         w_labels, w_corpus = labels_share * n_corpus, (1.0 - labels_share) * n_labels
         smaller = min(w_labels, w_corpus)
         w_labels, w_corpus = w_labels / smaller, w_corpus / smaller
-    lm = CharNgramLM(order=order)
+    lm = CharNgramLM(order=order, digit_class=digit_class)
     sources = []
     if labels:
         lm.fit(labels, weight=w_labels)
@@ -94,7 +99,8 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
         lm.fit(corpus, weight=w_corpus)
         sources.append({"name": corpus_name, "lines": len(corpus), "events": n_corpus, "weight": w_corpus})
     share = labels_share if labels and corpus else (1.0 if labels else 0.0)
-    lm.meta = {"built": {"order": int(order), "labels_share": share, "sources": sources}}
+    lm.meta = {"built": {"order": int(order), "labels_share": share, "digit_class": bool(digit_class),
+                         "sources": sources}}
     from vhrmodel.lexicon import units_in_labels
 
     units = units_in_labels(labels)
@@ -104,7 +110,8 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
 
 
 def write_char_lm(labels: Iterable[str], path: str | Path, order: int = 5, *, corpus: Iterable[str] | None = None,
-                  labels_share: float = LABELS_SHARE, corpus_name: str = ADDRESS_CORPUS) -> Path:
+                  labels_share: float = LABELS_SHARE, corpus_name: str = ADDRESS_CORPUS,
+                  digit_class: bool = False) -> Path:
     """Fit an LM with `build_char_lm` and write it as JSON (atomically: temp file, then rename).
 
     Args:
@@ -114,16 +121,18 @@ def write_char_lm(labels: Iterable[str], path: str | Path, order: int = 5, *, co
         corpus: optional extra lines (see `build_char_lm`).
         labels_share: share of n-gram occurrences the labels keep.
         corpus_name: how the corpus is named in the file's "built" record.
+        digit_class: every digit is one class to the LM.
 
     Returns:
         `path`.
     """
-    lm = build_char_lm(labels, corpus, order=order, labels_share=labels_share, corpus_name=corpus_name)
+    lm = build_char_lm(labels, corpus, order=order, labels_share=labels_share, corpus_name=corpus_name,
+                       digit_class=digit_class)
     return write_text_atomic(Path(path), lm.to_json())
 
 
 def write_store_lm(store, path: str | Path, *, split: str = "train", order: int = LM_ORDER, address_lm: bool = True,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, digit_class: bool = LM_DIGIT_CLASS) -> Path:
     """A run's LM (RUN/charlm.json): a store split's labels, plus the address corpus of every
     administrative unit when `address_lm`. `vhrmodel train` and `vhrmodel build-lm` both write it
     here.
@@ -135,13 +144,15 @@ def write_store_lm(store, path: str | Path, *, split: str = "train", order: int 
         order: n of the n-gram.
         address_lm: add `vhrdata.synth.addresses.address_corpus(seed)`.
         seed: the corpus' seed (which written forms are drawn).
+        digit_class: every digit is one class to the LM (`LM_DIGIT_CLASS`).
     """
     corpus = None
     if address_lm:
         from vhrdata.synth.addresses import address_corpus
 
         corpus = address_corpus(seed=seed)
-    return write_char_lm((sample.text for sample in store.split(split)), path, order=order, corpus=corpus)
+    return write_char_lm((sample.text for sample in store.split(split)), path, order=order, corpus=corpus,
+                         digit_class=digit_class)
 
 
 def read_char_lm(path: str | Path) -> CharNgramLM:

@@ -249,7 +249,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         write_store_lm(store, run_dir / CHAR_LM, split=config.train_split, order=config.lm_order,
-                       address_lm=config.address_lm, seed=config.seed)
+                       address_lm=config.address_lm, seed=config.seed, digit_class=config.lm_digit_class)
     except OSError as ex:
         raise run_write_error(ex, run_dir, CHAR_LM) from None
     if config.steps_per_epoch is not None:

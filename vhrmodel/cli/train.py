@@ -8,7 +8,7 @@ import sys
 import click
 
 from vhrdata.cli.common import handle_errors
-from vhrmodel.lm import LM_ORDER
+from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
 
 PRESET_NAMES = ("tiny", "small", "base")
 
@@ -144,11 +144,13 @@ def _augment_config(path: str | None):
                    "(vietnamadminunits); --no-address-lm: the labels alone.")
 @click.option("--lm-order", type=click.IntRange(min=1), default=LM_ORDER, show_default=True,
               help="n of RUN/charlm.json's character n-gram (`vhrmodel build-lm` rebuilds it at another).")
+@click.option("--lm-digit-class/--no-lm-digit-class", default=LM_DIGIT_CLASS, show_default=True,
+              help="RUN/charlm.json sees every digit as one class (where a number goes, not which digits).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
 @handle_errors
 def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_patience, augment, augment_config, resume, init_from,
               workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, ema_momentum, time_limit, no_tensorboard,
-              address_lm, lm_order, quiet):
+              address_lm, lm_order, lm_digit_class, quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
 
     Writes OUT/model.keras (best val CER), OUT/last.keras (for --resume), OUT/history.csv and
@@ -183,7 +185,7 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
                              steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
                              reduce_lr_patience=lr_patience,
                              bn_momentum=bn_momentum, ema_momentum=ema_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard,
-                             address_lm=address_lm, lm_order=lm_order)
+                             address_lm=address_lm, lm_order=lm_order, lm_digit_class=lm_digit_class)
     except ValueError as ex:
         raise click.BadParameter(str(ex)) from None
     opened = open_store_checked(store, {config.train_split: "training", config.val_split: "validation"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vhrdata.cli.common import handle_errors
-from vhrmodel.lm import LM_ORDER
+from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
 from vhrmodel.tune import DEFAULT_WEIGHTS
 
 
@@ -90,9 +90,12 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
               help="n of the character n-gram.")
 @click.option("--address-lm/--no-address-lm", default=True, show_default=True,
               help="Add every administrative unit name (vietnamadminunits) to the labels.")
+@click.option("--digit-class/--no-digit-class", default=LM_DIGIT_CLASS, show_default=True,
+              help="See every digit as one class: the LM knows where a number goes, not which digits "
+                   "(house numbers are arbitrary).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the address corpus' written forms.")
 @handle_errors
-def build_lm_cmd(store, out_path, split, order, address_lm, seed):
+def build_lm_cmd(store, out_path, split, order, address_lm, digit_class, seed):
     """Write a character LM from a store's training labels, as `train` writes RUN/charlm.json.
 
     For a run trained with another --lm-order, or before its LM recorded the units of its
@@ -116,10 +119,12 @@ def build_lm_cmd(store, out_path, split, order, address_lm, seed):
     if split == "val":
         raise click.BadParameter("val chooses the LM weight; fit the LM on the training split", param_hint="--split")
     opened = open_store_checked(store, {split: "the LM's labels (--split)"})
-    path = write_store_lm(opened, out_path, split=split, order=order, address_lm=address_lm, seed=seed)
+    path = write_store_lm(opened, out_path, split=split, order=order, address_lm=address_lm, seed=seed,
+                          digit_class=digit_class)
     built = read_char_lm(path).meta
     sources = ", ".join(f"{s['name']} ({s['lines']:,} lines)" for s in built["built"]["sources"])
-    click.echo(f"wrote {path}: order {order}, {sources}, {len(built.get('units') or []):,} units for the lexicon")
+    click.echo(f"wrote {path}: order {order}{', digits as one class' if digit_class else ''}, {sources}, "
+               f"{len(built.get('units') or []):,} units for the lexicon")
 
 
 COMMANDS = [tune_lm_cmd, build_lm_cmd]
