@@ -187,6 +187,9 @@ def test_build_lm_rebuilds_a_run_lm_from_the_training_labels_only(line_store, tm
     assert plain.exit_code == 0 and not read_char_lm(tmp_path / "plain.json").digit_class
     assert lm.meta["built"]["sources"][0]["lines"] == len(TEXTS)
     assert f"order 6, digits as one class, training labels ({len(TEXTS)} lines)" in result.output
+    nowhere = CliRunner().invoke(main, ["build-lm", "--store", str(line_store), "--out",
+                                        str(tmp_path / "missing" / "lm.json"), "--order", "2"])
+    assert nowhere.exit_code == 1 and "cannot write" in nowhere.output and "Traceback" not in nowhere.output
     for split in ("val", "test", "test-camera"):
         refused = CliRunner().invoke(main, ["build-lm", "--store", str(line_store), "--out", str(tmp_path / "x.json"),
                                             "--split", split])

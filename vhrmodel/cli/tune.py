@@ -119,8 +119,12 @@ def build_lm_cmd(store, out_path, split, order, address_lm, digit_class, seed):
     if split == "val":
         raise click.BadParameter("val chooses the LM weight; fit the LM on the training split", param_hint="--split")
     opened = open_store_checked(store, {split: "the LM's labels (--split)"})
-    path = write_store_lm(opened, out_path, split=split, order=order, address_lm=address_lm, seed=seed,
-                          digit_class=digit_class)
+    try:
+        path = write_store_lm(opened, out_path, split=split, order=order, address_lm=address_lm, seed=seed,
+                              digit_class=digit_class)
+    except OSError as ex:  # nothing is half-written: the file is replaced atomically or not at all
+        raise click.ClickException(f"cannot write {out_path} ({ex.strerror or ex}); choose another --out, or make "
+                                   "room and run again") from None
     built = read_char_lm(path).meta
     sources = ", ".join(f"{s['name']} ({s['lines']:,} lines)" for s in built["built"]["sources"])
     click.echo(f"wrote {path}: order {order}{', digits as one class' if digit_class else ''}, {sources}, "
