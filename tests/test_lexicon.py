@@ -110,6 +110,12 @@ def test_tuned_values_become_defaults_unless_given(tmp_path):
     assert resolve_lm_weight(lm, None) == 0.3 and resolve_lm_weight(lm, 0.0) == 0.0
     assert resolve_lexicon(lm, None) is True and resolve_lexicon(lm, False) is False
     assert read_char_lm(path).meta.get("tuned") is None  # the source file is untouched
+    # the width tune-lm measured at is the default too, so predict reads as the tuned figures say
+    from vhrmodel.lm import DEFAULT_BEAM_WIDTH, resolve_beam_width
+
+    wide = read_char_lm(write_tuned(path, {"lm_weight": 0.1, "tuned_on": {"beam_width": 25}}, tmp_path / "w.json"))
+    assert resolve_beam_width(wide, None) == 25 and resolve_beam_width(wide, 4) == 4
+    assert resolve_beam_width(lm, None) == resolve_beam_width(None, None) == DEFAULT_BEAM_WIDTH == 10
 
 
 LEX = Lexicon({"ward": ["Tân Định", "Tân Bình", "Bến Nghé"], "district": ["Bình Thạnh", "Gò Vấp"],

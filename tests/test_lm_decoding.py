@@ -91,10 +91,12 @@ def test_tune_lm_writes_the_values_predict_then_uses(model_file, line_store, lm_
 
     lm = read_char_lm(tuned_path)
     assert Recognizer(model_file, decoder="beam", beam_width=3, lm=lm).lm_weight == 0.3
+    assert Recognizer(model_file, decoder="beam", lm=lm).beam_width == 3  # the width it was tuned at
     assert Recognizer(model_file, decoder="beam", beam_width=3, lm=lm, lm_weight=0.0).lm_weight == 0.0
     expected = Recognizer(model_file, decoder="beam", beam_width=3, lm=lm, lm_weight=0.3,
                           lexicon=tuned["lexicon"]).recognize(test_images)
-    out = run("predict", "--model", model_file, *test_images, "--decoder", "beam", "--beam-width", "3",
+    # no --beam-width: the tuned width (3) is predict's default
+    out = run("predict", "--model", model_file, *test_images, "--decoder", "beam",
               "--lm", tuned_path, "--json", "--no-warm-up")
     assert out.exit_code == 0, out.output
     rows = [json.loads(x) for x in out.output.splitlines() if x.startswith("{")]

@@ -53,7 +53,7 @@ def evaluate(
     *,
     split: str = "test",
     decoder: str = "greedy",
-    beam_width: int = 10,
+    beam_width: int | None = None,
     lm=None,
     lm_weight: float | None = None,
     lexicon=None,
@@ -69,7 +69,7 @@ def evaluate(
         out_dir: where to write (created).
         split: the split to evaluate.
         decoder: "greedy" or "beam".
-        beam_width: beams kept by the beam decoder.
+        beam_width: beams kept by the beam decoder; None: the LM's tuned width, else 10.
         lm: optional `CharNgramLM` (trained on training labels only) for beam search.
         lm_weight, lexicon: passed to `vhrmodel.predict.Recognizer` (None: the LM's tuned weight;
             a `Lexicon` or True snaps address fields to unit names).
@@ -163,7 +163,7 @@ def evaluate(
         store=str(store_path),
         split=split,
         decoder=decoder,
-        beam_width=beam_width if decoder == "beam" else None,
+        beam_width=recognizer.beam_width if decoder == "beam" else None,
         lm=lm is not None,
         lm_weight=recognizer.lm_weight if lm is not None else None,
         lexicon=recognizer.snap.to_dict() if recognizer.lexicon is not None else None,

@@ -45,12 +45,15 @@ LM_ORDER = 8
 LM_DIGIT_CLASS = True
 #: LM weight of beam search when neither the user nor the LM file's tuned values give one.
 DEFAULT_LM_WEIGHT = 0.5
+#: Beams kept when neither the user nor the LM file's tuned values give a width.
+DEFAULT_BEAM_WIDTH = 10
 #: Name of the address corpus source in the "built" record.
 ADDRESS_CORPUS = "vietnamadminunits addresses"
 
 __all__ = ["LABELS_SHARE", "LM_ORDER", "LM_DIGIT_CLASS", "DEFAULT_LM_WEIGHT", "ADDRESS_CORPUS", "build_char_lm", "write_char_lm",
            "write_store_lm",
-           "read_char_lm", "tuned_values", "resolve_lm_weight", "resolve_lexicon", "write_tuned"]
+           "read_char_lm", "tuned_values", "resolve_lm_weight", "resolve_beam_width", "resolve_lexicon", "write_tuned",
+           "DEFAULT_BEAM_WIDTH"]
 
 
 def _events(texts: list[str]) -> int:
@@ -183,6 +186,15 @@ def resolve_lm_weight(lm: CharNgramLM | None, lm_weight: float | None) -> float:
         return float(lm_weight)
     tuned = tuned_values(lm).get("lm_weight")
     return float(tuned) if tuned is not None else DEFAULT_LM_WEIGHT
+
+
+def resolve_beam_width(lm: CharNgramLM | None, beam_width: int | None) -> int:
+    """The beam width to decode with: the explicit one, else the width the LM was tuned at
+    (`tune-lm --beam-width`, its "tuned_on" record), else `DEFAULT_BEAM_WIDTH`."""
+    if beam_width is not None:
+        return int(beam_width)
+    tuned = (tuned_values(lm).get("tuned_on") or {}).get("beam_width")
+    return int(tuned) if isinstance(tuned, int) and tuned >= 1 else DEFAULT_BEAM_WIDTH
 
 
 def resolve_lexicon(lm: CharNgramLM | None, lexicon: bool | None) -> bool:

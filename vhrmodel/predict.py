@@ -83,7 +83,8 @@ class Recognizer:
         model: a `.keras` file, an exported model folder (`vhrmodel export`), "starter" (the
             model shipped in the package), a loaded Keras model, or a `Runtime`.
         decoder: "greedy" or "beam".
-        beam_width: beams kept by the beam decoder.
+        beam_width: beams kept by the beam decoder; None: the width the LM was tuned at
+            (`vhrmodel tune-lm`), else `vhrmodel.lm.DEFAULT_BEAM_WIDTH` (10).
         lm: optional `vhrmodel.decoding.CharNgramLM` for the beam decoder (fit on training
             labels, and optionally the address corpus; `vhrmodel.lm`); it needs decoder="beam".
         lm_weight: weight of the LM in beam search; None: the LM file's tuned value
@@ -103,7 +104,8 @@ class Recognizer:
         'Số 253 đường Trần Phú'
     """
 
-    def __init__(self, model, decoder: str = "greedy", beam_width: int = 10, lm=None, lm_weight: float | None = None,
+    def __init__(self, model, decoder: str = "greedy", beam_width: int | None = None, lm=None,
+                 lm_weight: float | None = None,
                  lexicon=None, snap=None):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
@@ -123,7 +125,11 @@ class Recognizer:
             raise ModelFileError(f"the model's preprocessing settings are not usable by this vhr: {ex}") from None
         self.downsample = int(self.runtime.downsample)
         self.decoder = decoder
-        self.beam_width = int(beam_width)
+        from vhrmodel.lm import resolve_beam_width
+
+        self.beam_width = resolve_beam_width(lm, beam_width)
+        if self.beam_width < 1:
+            raise ValueError(f"beam_width must be positive. Received: beam_width={beam_width}")
         from vhrmodel.lm import resolve_lm_weight, tuned_values
 
         self.lm = lm
@@ -337,6 +343,6 @@ def _size_hint(image: ImageInput) -> int:
 
 
 def predict(model_path: str | Path, images: Sequence[ImageInput], decoder: str = "greedy", batch_size: int = 1,
-            beam_width: int = 10) -> list[Prediction]:
+            beam_width: int | None = None) -> list[Prediction]:
     """Convenience: load `model_path` and recognise `images`."""
     return Recognizer(model_path, decoder=decoder, beam_width=beam_width).recognize(images, batch_size=batch_size)

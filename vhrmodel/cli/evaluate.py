@@ -61,7 +61,8 @@ def vietnamese_summary(v: dict) -> str:
 @click.option("--store", required=True, type=click.Path(path_type=str), help="Store to evaluate on.")
 @click.option("--split", default="test", show_default=True, help="Split of the store.")
 @click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
-@click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--beam-width", type=click.IntRange(min=1), default=None,
+              help="Beams kept by --decoder beam [default: the width --lm was tuned at, else 10].")
 @decoding_options
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=str), help="Report folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)

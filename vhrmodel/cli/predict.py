@@ -135,7 +135,8 @@ class _Writer:
               help="Write the results to FILE.csv (path, text, confidence, ms, error) or FILE.jsonl (the --json "
                    "objects) instead of printing them.")
 @click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
-@click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--beam-width", type=click.IntRange(min=1), default=None,
+              help="Beams kept by --decoder beam [default: the width --lm was tuned at, else 10].")
 @decoding_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Lines per model call (ms per line is measured at this batch size).")

@@ -27,7 +27,8 @@ from vhrmodel.cli.evaluate import decoding_options, load_lm
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of an exported model's runtime.")
 @click.option("--decoder", type=click.Choice(("greedy", "beam")), default="greedy", show_default=True)
-@click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--beam-width", type=click.IntRange(min=1), default=None,
+              help="Beams kept by --decoder beam [default: the width --lm was tuned at, else 10].")
 @decoding_options
 @handle_errors
 def serve_cmd(model_path, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, token, insecure, threads,
