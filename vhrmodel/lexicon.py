@@ -192,18 +192,37 @@ class Lexicon:
         self._matches: dict[Any, tuple[str, float, float] | None] = {}
         for province, districts in (tree or {}).items():
             pkey = self._keys["province"].get(_name_key(province), _name_key(province))
-            in_province = self._within.setdefault((pkey, ""), {"district": {}, "ward": {}})
             for district, wards in districts.items():
-                dkey = _name_key(district) if district else ""
-                if district:
-                    for spelling in (district, old_tone_style(district)):
-                        in_province["district"].setdefault(unicodedata.normalize("NFC", spelling), dkey)
-                in_district = self._within.setdefault((pkey, dkey), {"district": {}, "ward": {}})
-                for ward in wards:
-                    for spelling in (ward, old_tone_style(ward)):
-                        spelling = unicodedata.normalize("NFC", spelling)
-                        in_province["ward"].setdefault(spelling, _name_key(ward))
-                        in_district["ward"].setdefault(spelling, _name_key(ward))
+                self._place(pkey, unicodedata.normalize("NFC", district), wards, to_names=False)
+
+    def _place(self, pkey: str, district: str, wards: Iterable[str], *, to_names: bool) -> int:
+        """Put a district ("" for none) and its wards, in both tone placements, under province
+        `pkey` in the hierarchy (and among the flat names with `to_names`); returns how many of
+        them were new. The one home of the tree, for the constructor and `add_units`."""
+        from vhrdata.synth.addresses import old_tone_style
+
+        in_province = self._within.setdefault((pkey, ""), {"district": {}, "ward": {}})
+        dkey = _name_key(district) if district else ""
+        ward_scopes = [in_province]
+        if dkey:
+            ward_scopes.append(self._within.setdefault((pkey, dkey), {"district": {}, "ward": {}}))
+        added = 0
+        for group, names, scopes in (("district", [district] if district else [], [in_province]),
+                                     ("ward", wards, ward_scopes)):
+            for name in names:
+                key = _name_key(name)
+                canonical = self._keys[group].get(key, key)
+                new = key not in self._keys[group]
+                for spelling in (name, old_tone_style(name)):
+                    spelling = unicodedata.normalize("NFC", spelling)
+                    if to_names:
+                        self.forms[group].setdefault(spelling, canonical)
+                        self._keys[group].setdefault(_name_key(spelling), canonical)
+                    for scope in scopes:
+                        new = new or spelling not in scope[group]
+                        scope[group].setdefault(spelling, canonical)
+                added += int(new)
+        return added
 
     @classmethod
     def from_gazetteer(cls, gazetteer=None) -> "Lexicon":
@@ -319,30 +338,12 @@ class Lexicon:
         """Add (province, district, ward) units, e.g. `units_in_labels` of the training labels, to
         the names and the hierarchy; returns how many were new. A unit whose province is not
         known is skipped; an empty district or ward adds only what is given."""
-        from vhrdata.synth.addresses import old_tone_style
-
         added = 0
         for unit in units:
             province, district, ward = (unicodedata.normalize("NFC", str(x or "")).strip() for x in unit)
             pkey = self.resolve(province, "province") if province else None
-            if pkey is None:
-                continue
-            in_province = self._within.setdefault((pkey, ""), {"district": {}, "ward": {}})
-            dkey = _name_key(district) if district else ""
-            for group, name, scopes in (("district", district, [in_province]),
-                                        ("ward", ward, [in_province, self._within.setdefault(
-                                            (pkey, dkey), {"district": {}, "ward": {}})] if dkey else [in_province])):
-                if not name:
-                    continue
-                key = _name_key(name)
-                new = key not in self._keys[group]
-                for spelling in (name, old_tone_style(name)):
-                    self.forms[group].setdefault(spelling, self._keys[group].get(key, key))
-                    self._keys[group].setdefault(_name_key(spelling), self._keys[group].get(key, key))
-                    for scope in scopes:
-                        new = new or spelling not in scope[group]
-                        scope[group].setdefault(spelling, self._keys[group][key])
-                added += int(new)
+            if pkey is not None:
+                added += self._place(pkey, district, [ward] if ward else [], to_names=True)
         self._choices.clear()
         self._within_cache.clear()
         self._matches.clear()
