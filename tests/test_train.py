@@ -13,7 +13,7 @@ from vhrmodel.distribute import worker_shard
 from vhrmodel.errors import ModelFileError, TrainingError
 from vhrmodel.inputs import RecordsBatches
 from vhrmodel.presets import build_model
-from vhrmodel.callbacks import swap_averaged_weights
+from vhrmodel.callbacks import cosine_lr, swap_averaged_weights
 from vhrmodel.train import set_bn_momentum, train
 
 
@@ -251,6 +251,31 @@ def test_weight_averaging_saves_the_averages_logs_raw_cer_and_resumes(line_store
     last = load_model(run / LAST_MODEL, compile=True)
     assert all(np.allclose(np.asarray(a), np.asarray(w))
                for a, w in zip(last.optimizer._model_variables_moving_average, last.trainable_variables))
+
+
+def test_cosine_lr_falls_from_lr_to_min_lr_along_half_a_cosine():
+    rates = [cosine_lr(e, 10, 1e-3, 1e-5) for e in range(12)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[5] == pytest.approx((1e-3 + 1e-5) / 2)  # half-way: the mean of the two ends
+    assert all(a > b for a, b in zip(rates[:10], rates[1:11]))  # strictly falling over the run
+    assert 1e-5 < rates[9] < 1e-3 * 0.05  # the last epoch trains just above min_lr
+    assert rates[10] == rates[11] == pytest.approx(1e-5)  # past the end: min_lr, never back up
+    with pytest.raises(ValueError, match="epochs"):
+        cosine_lr(0, 0, 1e-3, 1e-5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+@pytest.mark.slow
+def test_cosine_schedule_sets_each_epochs_rate_and_resumes_on_the_curve(line_store, tmp_path):
+    run = tmp_path / "run"
+    summary = train(line_store, run, quick_config(epochs=4, lr=2e-3, lr_schedule="cosine", time_limit=1e-6))
+    assert summary["epochs_run"] == 1 and summary["config"]["lr_schedule"] == "cosine"
+    summary = train(line_store, run, quick_config(epochs=4, lr=2e-3, lr_schedule="cosine"), resume=True)
+    assert summary["resumed_from_epoch"] == 1
+    logged = [float(r["learning_rate"]) for r in history(run)]
+    expected = [cosine_lr(e, 4, 2e-3, TrainConfig().min_lr) for e in range(4)]
+    assert logged == pytest.approx(expected, rel=1e-4)  # epoch 2 after the resume too, not the initial rate
 
 
 def test_save_model_refuses_a_model_without_charset(tmp_path):

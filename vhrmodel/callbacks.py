@@ -189,6 +189,31 @@ class ResumableReduceLROnPlateau(_ResumableCounters, keras.callbacks.ReduceLROnP
     COUNTERS = ("wait", "cooldown_counter")
 
 
+def cosine_lr(epoch: int, epochs: int, lr: float, min_lr: float) -> float:
+    """The learning rate of 0-based `epoch` of `epochs` on a half cosine from `lr` down to `min_lr`.
+
+    Epoch 0 trains at `lr`; the last epoch at a rate just above `min_lr`; epochs past the end
+    (a run resumed with the same --epochs cannot reach them) stay at `min_lr`.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
+    progress = min(max(epoch, 0), epochs) / epochs
+    return float(min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class CosineSchedule(keras.callbacks.LearningRateScheduler):
+    """`TrainConfig.lr_schedule == "cosine"`: sets `cosine_lr` at the start of every epoch.
+
+    The rate follows from the epoch number alone, so a resumed run needs no saved counters.
+    """
+
+    def __init__(self, epochs: int, lr: float, min_lr: float):
+        super().__init__(lambda epoch, _current: cosine_lr(epoch, epochs, lr, min_lr))
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+
 class ResumableEarlyStopping(_ResumableCounters, keras.callbacks.EarlyStopping):
     """EarlyStopping whose `wait`, `best_epoch` and `best` survive `--resume`."""
 

@@ -22,6 +22,8 @@ SUMMARY = "train.json"
 STATE = "state.json"
 CHAR_LM = "charlm.json"
 
+LR_SCHEDULES = ("plateau", "cosine")
+
 
 @dataclass
 class TrainConfig:
@@ -43,9 +45,14 @@ class TrainConfig:
         val_limit: validate on at most this many lines (None = the whole split).
         early_stopping: epochs without val CER improvement before stopping (0 = never).
         early_stopping_min_delta: a smaller val CER drop does not count as an improvement.
-        reduce_lr_patience: epochs without val loss improvement before the learning rate is halved.
-        reduce_lr_min_delta: a smaller val loss drop does not count as an improvement.
-        min_lr: lower bound of the learning rate.
+        lr_schedule: "plateau" halves the rate after `reduce_lr_patience` epochs without val loss
+            improvement; "cosine" lowers it from `lr` to `min_lr` along a half cosine over
+            `epochs` (`vhrmodel.callbacks.cosine_lr`), set at the start of each epoch, so a run
+            whose length is known in advance (a time budget) ends at a low rate. A resumed run
+            follows the curve of the --epochs it is resumed with.
+        reduce_lr_patience: (plateau) epochs without val loss improvement before the rate is halved.
+        reduce_lr_min_delta: (plateau) a smaller val loss drop does not count as an improvement.
+        min_lr: lower bound of the learning rate (the end of the cosine).
         clipnorm: gradient norm clipping (LSTMs under CTC occasionally spike).
         bn_momentum: momentum of every BatchNormalization layer's moving statistics during
             training; None keeps the layers' own (0.99). Short runs (a few hundred steps) need
@@ -81,6 +88,7 @@ class TrainConfig:
     val_limit: int | None = None
     early_stopping: int = 10
     early_stopping_min_delta: float = 0.0
+    lr_schedule: str = "plateau"
     reduce_lr_patience: int = 4
     reduce_lr_min_delta: float = 1e-4
     min_lr: float = 1e-5
@@ -102,6 +110,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive. Received: lr={self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}. Received: {self.lr_schedule!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0. Received: workers={self.workers}")
         if self.lm_order < 1:

@@ -35,6 +35,7 @@ from vhrmodel.callbacks import (
     ProgressCallback,
     ResumableEarlyStopping,
     RawWeightsCER,
+    CosineSchedule,
     ResumableReduceLROnPlateau,
     Throughput,
     TimeLimit,
@@ -259,12 +260,14 @@ def train(
                                      callback=callback)
     throughput = Throughput(source.train_size, config.steps_per_epoch, data_config.batch_size)
     saved = state.get("callbacks") or {}
-    # The learning rate follows val loss, not val CER: CER sits at 100 % through the first
+    # The plateau schedule follows val loss, not val CER: CER sits at 100 % through the first
     # epochs of CTC training (all blanks) while the loss already falls, and a CER plateau
     # there would halve the rate before learning starts.
-    schedule: list[Any] = [ResumableReduceLROnPlateau(
-        monitor="val_loss", mode="min", factor=0.5, patience=config.reduce_lr_patience, min_lr=config.min_lr,
-        min_delta=config.reduce_lr_min_delta, initial_state=saved.get("ResumableReduceLROnPlateau"))]
+    schedule: list[Any] = [
+        CosineSchedule(config.epochs, config.lr, config.min_lr) if config.lr_schedule == "cosine" else
+        ResumableReduceLROnPlateau(
+            monitor="val_loss", mode="min", factor=0.5, patience=config.reduce_lr_patience, min_lr=config.min_lr,
+            min_delta=config.reduce_lr_min_delta, initial_state=saved.get("ResumableReduceLROnPlateau"))]
     if config.early_stopping:
         schedule.append(ResumableEarlyStopping(monitor="val_cer", mode="min", patience=config.early_stopping,
                                                min_delta=config.early_stopping_min_delta,

@@ -9,6 +9,7 @@ import click
 
 from vhrdata.cli.common import handle_errors
 from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
+from vhrmodel.config import LR_SCHEDULES
 
 PRESET_NAMES = ("tiny", "small", "base")
 
@@ -112,9 +113,13 @@ def _augment_config(path: str | None):
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Lines per batch (per GPU when several are used).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Initial Adam learning rate; halved when val loss stops improving for --lr-patience epochs.")
+              help="Initial Adam learning rate (see --lr-schedule).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="plateau", show_default=True,
+              help="plateau: halve the rate when val loss stops improving for --lr-patience epochs; cosine: lower "
+                   "it from --lr to 1e-5 along a half cosine over --epochs (for a run of known length: with "
+                   "--time-limit, choose --epochs that fit in it).")
 @click.option("--lr-patience", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Epochs without val loss improvement before the learning rate is halved.")
+              help="(plateau) Epochs without val loss improvement before the learning rate is halved.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Augment training batches.")
 @click.option("--augment-config", type=str, default=None, metavar="FILE|camera",
               help="YAML/JSON file of AugmentConfig fields (e.g. p_elastic: 0.5), or `camera`: the defaults plus "
@@ -148,7 +153,7 @@ def _augment_config(path: str | None):
               help="RUN/charlm.json sees every digit as one class (where a number goes, not which digits).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per epoch.")
 @handle_errors
-def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_patience, augment, augment_config, resume, init_from,
+def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_schedule, lr_patience, augment, augment_config, resume, init_from,
               workers, seed, steps_per_epoch, val_limit, patience, bn_momentum, ema_momentum, time_limit, no_tensorboard,
               address_lm, lm_order, lm_digit_class, quiet):
     """Train a recogniser on a store; keeps the best model by validation CER.
@@ -183,7 +188,7 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_pati
         config = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, fast=fast, augment=augment,
                              augment_config=_augment_config(augment_config), workers=workers, seed=seed,
                              steps_per_epoch=steps_per_epoch, val_limit=val_limit, early_stopping=patience,
-                             reduce_lr_patience=lr_patience,
+                             lr_schedule=lr_schedule, reduce_lr_patience=lr_patience,
                              bn_momentum=bn_momentum, ema_momentum=ema_momentum, time_limit=time_limit * 60 if time_limit else None, tensorboard=not no_tensorboard,
                              address_lm=address_lm, lm_order=lm_order, lm_digit_class=lm_digit_class)
     except ValueError as ex:
