@@ -163,7 +163,7 @@ class Lexicon:
     def __init__(self, names: Mapping[str, Iterable[str | tuple[str, str]]],
                  prefixes: Mapping[str, Iterable[str]] | None = None,
                  tree: Mapping[str, Mapping[str, Iterable[str]]] | None = None):
-        from vhrdata.synth.addresses import old_tone_style
+        from vhrdata.text import unify_tone_placement
         from vhrmodel.extras import require_lite
 
         require_lite("lexicon", "snapping address fields to unit names (--lexicon)")
@@ -177,7 +177,7 @@ class Lexicon:
                 form, canonical = (item, item) if isinstance(item, str) else item
                 form = unicodedata.normalize("NFC", form)
                 canonical = _name_key(unicodedata.normalize("NFC", canonical))
-                for spelling in (form, old_tone_style(form)):
+                for spelling in (form, unify_tone_placement(form, "new")):
                     self.forms[group].setdefault(spelling, canonical)
         raw = _unit_prefixes() if prefixes is None else prefixes
         self.prefixes = {k.strip().casefold(): frozenset(v) for k, v in raw.items()}
@@ -199,7 +199,7 @@ class Lexicon:
         """Put a district ("" for none) and its wards, in both tone placements, under province
         `pkey` in the hierarchy (and among the flat names with `to_names`); returns how many of
         them were new. The one home of the tree, for the constructor and `add_units`."""
-        from vhrdata.synth.addresses import old_tone_style
+        from vhrdata.text import unify_tone_placement
 
         in_province = self._within.setdefault((pkey, ""), {"district": {}, "ward": {}})
         dkey = _name_key(district) if district else ""
@@ -213,7 +213,7 @@ class Lexicon:
                 key = _name_key(name)
                 canonical = self._keys[group].get(key, key)
                 new = key not in self._keys[group]
-                for spelling in (name, old_tone_style(name)):
+                for spelling in (name, unify_tone_placement(name, "new")):
                     spelling = unicodedata.normalize("NFC", spelling)
                     if to_names:
                         self.forms[group].setdefault(spelling, canonical)

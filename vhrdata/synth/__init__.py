@@ -17,7 +17,6 @@ from vhrdata.synth.addresses import (
     generate_address_unit,
     generate_texts,
     load_gazetteer,
-    old_tone_style,
 )
 from vhrdata.synth.camera import SYNTH_CAMERA, TEST_CAMERA, TEST_CAMERA_SEED, CameraRanges, camera_degrade
 from vhrdata.synth.fonts import REQUIRED_CHARS, VIETNAMESE_LETTERS, covers, draws_letters, find_fonts, missing_chars
@@ -62,7 +61,6 @@ __all__ = [
     "make_writers",
     "missing_chars",
     "draws_letters",
-    "old_tone_style",
     "render_line",
     "synthesize",
 ]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
 import sqlite3
 import unicodedata
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 
 from vhrdata.errors import SynthError
 from vhrdata.synth.seeding import CORPUS_STREAM, TEXT_STREAM, line_rng
+from vhrdata.text import unify_tone_placement
 
 WORDLIST_DIR = Path(__file__).parent / "wordlists"
 
@@ -462,22 +462,6 @@ def pick_unit(rng: np.random.Generator, g: Gazetteer | None = None) -> Unit:
     return d.pick(by_d[d.pick(sorted(by_d))])
 
 
-# New-style tone placement ("hòa", "thủy") to old style ("hoà", "thuỷ"): both occur in real labels.
-_NEW_TO_OLD = {}
-for _tone in "\u0300\u0301\u0309\u0303\u0323":
-    for _a, _b in (("o", "a"), ("o", "e"), ("u", "y")):
-        for _case in (str.lower, str.upper):
-            _new = unicodedata.normalize("NFC", _case(_a) + _tone + _case(_b))
-            _old = unicodedata.normalize("NFC", _case(_a) + _case(_b) + _tone)
-            _NEW_TO_OLD[_new] = _old
-_OLD_STYLE = re.compile(r"(?<![qQ])(" + "|".join(_NEW_TO_OLD) + r")(?!\w)")
-
-
-def old_tone_style(text: str) -> str:
-    """Move the tone mark of open oa/oe/uy syllables to the second vowel ("Hòa" -> "Hoà")."""
-    return _OLD_STYLE.sub(lambda m: _NEW_TO_OLD[m.group(1)], text)
-
-
 def _compose(d: _Draw, g: Gazetteer) -> tuple[str, Unit]:
     unit = pick_unit(d.rng, g)
     province = next(p for p in g.provinces if p.name == unit.province)
@@ -523,7 +507,7 @@ def generate_address_unit(rng: np.random.Generator) -> tuple[str, Unit]:
             best = text, unit
     text, unit = best
     if d.chance(0.5):
-        text = old_tone_style(text)
+        text = unify_tone_placement(text, "new")  # "hoà" beside "hòa": both occur in real labels
     return unicodedata.normalize("NFC", _case(d, text)), unit
 
 
@@ -598,5 +582,5 @@ def address_corpus(seed: int = 0, forms_per_unit: int = 2) -> Iterator[str]:
             parts.append(_province(d, provinces[unit.province]))
             text = ", ".join(parts)
             if d.chance(0.5):
-                text = old_tone_style(text)
+                text = unify_tone_placement(text, "new")  # "hoà" beside "hòa": both occur in real labels
             yield unicodedata.normalize("NFC", _case(d, text))
