@@ -245,3 +245,52 @@ def test_cinnamon_pipeline_tunes_on_val_before_it_reads_test():
     train = pipe.step("train")
     assert option(train, "--augment-config") == "camera" and option(train, "--init-from") == "starter"
     assert "--flatten-background" in pipe.step("build-lmdb").argv
+    assert pipe.step("build-lmdb").argv[1] == "/w/mixed"  # run G's data: real split + synthetic train lines
+    assert option(pipe.step("synth"), "--lines") == "1200" and option(pipe.step("synth"), "--seed") == "21"
+
+
+def test_a_merge_stage_makes_later_stages_read_the_mixed_records(tmp_path):
+    p = write(tmp_path, "name: t\nstages:\n  - ingest\n  - split\n  - synth: {lines: 8}\n  - ingest-synth\n"
+                        "  - merge\n  - check-leakage\n  - build-lmdb\n")
+    pipe = load_pipeline(p, src="S", work="W")
+    assert pipe.step("split").argv[1] == "W/records"
+    assert pipe.step("synth").argv[:2] == ["synth", "W/synth"]
+    assert pipe.step("ingest-synth").argv == ["ingest", "W/synth", "--out", "W/synth-records"]
+    assert pipe.step("merge").argv == ["merge", "W/records", "--train-only", "W/synth-records", "--out", "W/mixed"]
+    assert pipe.step("check-leakage").argv[1] == "W/mixed" and pipe.step("build-lmdb").argv[1] == "W/mixed"
+    assert pipe.src == "S"  # a synth stage beside src: the dataset is still src
+
+
+@pytest.mark.parametrize(
+    "stages,message",
+    [
+        ("  - ingest\n  - split\n  - merge\n", "needs a `synth` stage"),
+        ("  - ingest\n  - synth\n  - ingest-synth\n  - merge\n  - split\n", "`split` must come before `merge`"),
+    ],
+)
+def test_a_merge_stage_out_of_place_is_a_pipeline_error(tmp_path, stages, message):
+    with pytest.raises(PipelineError, match=message):
+        load_pipeline(write(tmp_path, "name: t\nstages:\n" + stages), src="S", work="W")
+
+
+def test_the_training_estimate_counts_merged_synthetic_lines_in_train_only(tmp_path):
+    src = make_kalapa(tmp_path / "src", writers=("w1", "w2"), per_writer=5)
+    p = write(tmp_path, "name: t\nstages:\n  - ingest\n  - split: {ratios: '0.6,0.2,0.2'}\n  - synth: {lines: 40}\n"
+                        "  - ingest-synth\n  - merge\n  - train: {epochs: 2}\n")
+    est = estimate_training(load_pipeline(p, src=str(src), work=str(tmp_path / "w")))
+    assert (est.train_lines, est.val_lines) == (6 + 40, 2) and "40 synthetic train lines" in est.lines_from
+
+
+def test_run_mixes_synthetic_lines_into_train_and_keeps_the_real_split(tmp_path):
+    src = make_kalapa(tmp_path / "src", writers=tuple(f"w{i}" for i in range(6)), per_writer=2)
+    p = write(tmp_path, "name: t\nstages:\n  - ingest\n  - split: {ratios: '0.5,0.25,0.25', seed: 1}\n"
+                        "  - synth: {lines: 6, writers: 2, seed: 3}\n  - ingest-synth\n  - merge\n")
+    work = tmp_path / "w"
+    res = CliRunner().invoke(main, ["run", str(p), "--src", str(src), "--work", str(work)])
+    assert res.exit_code == 0, res.output
+    real = read_records(work / "records", require_split=True)
+    mixed = read_records(work / "mixed", require_split=True)
+    assert len(mixed) == len(real) + 6
+    for split in ("val", "test"):  # the real lines' val and test, untouched
+        assert (mixed["split"] == split).sum() == (real["split"] == split).sum() > 0
+    assert (mixed["split"] == "train").sum() == (real["split"] == "train").sum() + 6

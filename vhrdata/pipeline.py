@@ -7,6 +7,13 @@ pipeline's work folder:
     WORK/synth     synthetic dataset (synth stage)        WORK/records  ingest + split output
     WORK/store     LMDB store (build-lmdb)                 WORK/report   statistics report (stats)
     WORK/run       training run (train)                    WORK/eval     evaluation (evaluate)
+    WORK/synth-records  the synthetic lines ingested (ingest-synth)
+    WORK/mixed     the split records with the synthetic lines added to train (merge)
+
+A pipeline with its own data (`src:`) mixes synthetic lines into training with `synth`, `ingest-synth` and
+`merge` after `split`: the merge keeps the real split (its val and test lines stay real) and sends every
+synthetic line to train. `{records}`, and every stage after a merge that reads records (build-lmdb,
+check-leakage), then means WORK/mixed.
 
 Paths. Relative paths written in the file (`src:`, `work:`, and path options such as `lm:` or
 `augment-config:`) resolve against the folder that holds the file, never the current directory, so a
@@ -54,9 +61,13 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     "synth": StageSpec("vhrdata", "synth", ("{work}/synth",), {"overwrite": "true"}),
     "ingest": StageSpec("vhrdata", "ingest", ("{src}",), {"out": "{work}/records"}),
-    "split": StageSpec("vhrdata", "split", ("{work}/records",)),
-    "check-leakage": StageSpec("vhrdata", "check-leakage", ("{work}/records",)),
-    "build-lmdb": StageSpec("vhrdata", "build-lmdb", ("{work}/records",), {"out": "{work}/store"}),
+    "split": StageSpec("vhrdata", "split", ("{records}",)),
+    # Synthetic lines beside a real dataset: ingest the synth stage's output, then merge it into train only.
+    "ingest-synth": StageSpec("vhrdata", "ingest", ("{work}/synth",), {"out": "{work}/synth-records"}),
+    "merge": StageSpec("vhrdata", "merge", ("{work}/records",),
+                       {"train-only": "{work}/synth-records", "out": "{work}/mixed"}),
+    "check-leakage": StageSpec("vhrdata", "check-leakage", ("{records}",)),
+    "build-lmdb": StageSpec("vhrdata", "build-lmdb", ("{records}",), {"out": "{work}/store"}),
     "verify": StageSpec("vhrdata", "verify", ("{work}/store",)),
     "stats": StageSpec("vhrdata", "stats", ("{work}/store",), {"out": "{work}/report"}),
     "train": StageSpec("vhrmodel", "train", (), {"store": "{work}/store", "out": "{work}/run"}),
@@ -165,6 +176,7 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
     if "synth" in names and src is None:
         src = f"{work}/synth"
     steps = []
+    records = f"{work}/records"  # the records later stages read: WORK/mixed once a merge stage has run
     for entry in spec["stages"]:
         if isinstance(entry, str):
             stage, options = entry, {}
@@ -180,7 +192,11 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
         if stage == "ingest" and src is None:
             raise PipelineError(f"{path}: no dataset given; set `src:` in the file or pass --src")
         st = STAGES[stage]
-        fill = {"src": src or "", "work": work, "records": f"{work}/records", "store": f"{work}/store",
+        if stage in ("merge", "ingest-synth") and "synth" not in names:
+            raise PipelineError(f"{path}: stage {stage!r} needs a `synth` stage before it")
+        if stage == "merge" and "split" in names and names.index("split") > names.index("merge"):
+            raise PipelineError(f"{path}: `split` must come before `merge` (the merge keeps the real lines' split)")
+        fill = {"src": src or "", "work": work, "records": records, "store": f"{work}/store",
                 "run": f"{work}/run"}
         merged = {k: v.format(**fill) for k, v in st.options.items()}
         for key, value in options.items():
@@ -192,6 +208,8 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
             merged[flag] = filled
         argv = [st.command, *(p.format(**fill) for p in st.positional), *_option_args(merged)]
         steps.append(Step(stage, st.program, argv, merged))
+        if stage == "merge":
+            records = str(merged["out"])
     return Pipeline(spec.get("name", path.stem), src, work, steps, str(path))
 
 
@@ -283,14 +301,16 @@ def estimate_lines(pipe: Pipeline) -> tuple[int | None, int | None, str]:
             pass
     r = _ratios(pipe)
     synth = pipe.step("synth")
-    if synth is not None:
-        n = int(synth.options.get("lines", 0) or 0)
-        if n:
-            return round(n * r[0]), round(n * r[1]), f"the synth stage's {n} lines × split ratios"
+    n_synth = int(synth.options.get("lines", 0) or 0) if synth is not None else 0
+    if n_synth and pipe.step("ingest-synth") is None:  # the synthetic lines are the dataset
+        return round(n_synth * r[0]), round(n_synth * r[1]), f"the synth stage's {n_synth} lines × split ratios"
     if pipe.src:
         n = _count_source_lines(pipe.src)
         if n:
-            return round(n * r[0]), round(n * r[1]), f"about {n} images in {pipe.src} × split ratios"
+            source = f"about {n} images in {pipe.src} × split ratios"
+            if n_synth and pipe.step("merge") is not None:  # merged into train only
+                return round(n * r[0]) + n_synth, round(n * r[1]), f"{source}, + {n_synth} synthetic train lines"
+            return round(n * r[0]), round(n * r[1]), source
     return None, None, f"nothing to count yet in {pipe.src or pipe.work}"
 
 

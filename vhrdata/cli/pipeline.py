@@ -29,10 +29,10 @@ def _program(name: str) -> click.Group:
 def run_cmd(pipeline_file, src, work, only, start, dry_run):
     """Run a declarative pipeline (pipelines/*.yaml) stage by stage.
 
-    Stages: synth, ingest, split, check-leakage, build-lmdb, verify, stats, train, evaluate. Each runs the
-    command of the same name with the options given in the file. Relative paths in the file resolve against
-    the file's folder; --src and --work are taken as typed. Before it starts, the run prints its plan and,
-    when it trains, the preset and a rough estimate of the training time.
+    Stages: {stages}. Each runs the vhrdata or vhrmodel command of the same name (ingest-synth runs
+    ingest on the synth stage's output) with the options given in the file. Relative paths in the file
+    resolve against the file's folder; --src and --work are taken as typed. Before it starts, the run prints
+    its plan and, when it trains, the preset and a rough estimate of the training time.
 
     Example:
 
@@ -71,5 +71,7 @@ def run_cmd(pipeline_file, src, work, only, start, dry_run):
             raise click.ClickException(f"stage {step.stage} failed: {ex.format_message()}") from None
         click.echo(f"[{i}/{len(steps)}] {step.stage} done in {time.time() - t0:.1f}s")
 
+
+run_cmd.help = run_cmd.help.replace("{stages}", ", ".join(STAGES))  # the stage list has one home: STAGES
 
 COMMANDS = [run_cmd]
