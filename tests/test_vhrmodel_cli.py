@@ -51,6 +51,45 @@ def test_train_writes_a_run(line_store, tmp_path):
     assert again.exit_code == 1 and "already holds a run" in again.output and "--resume" in again.output
 
 
+@pytest.mark.slow
+def test_ctrl_c_during_training_says_what_the_run_keeps_and_resume_goes_on(line_store, tmp_path, monkeypatch):
+    import vhrmodel.train as train_module
+
+    real_train = train_module.train
+
+    def interrupted_in_epoch_2(*args, callback=None, **kwargs):
+        def progress(event):
+            callback(event)
+            if event["event"] == "batch_end" and event["step"] == 2 and seen_epoch_2:
+                raise KeyboardInterrupt
+            if event["event"] == "epoch_begin" and event["epoch"] == 2:
+                seen_epoch_2.append(True)
+
+        seen_epoch_2 = []
+        return real_train(*args, callback=progress, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", interrupted_in_epoch_2)
+    out = tmp_path / "run"
+    args = ["train", "--store", line_store, "--out", out, "--fast", "--preset", "tiny", "--epochs", "3",
+            "--batch-size", "4", "--workers", "0", "--no-augment", "--no-tensorboard", "-q"]
+    result = run(*args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: interrupted: ") and f"{out} keeps epoch 1" in message
+    assert "--resume" in message and str(out / "last.keras") in message
+    assert json.loads((out / "state.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(train_module, "train", real_train)
+    resumed = run(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "train.json").read_text())["epochs_run"] == 3
+
+
+def test_ctrl_c_before_the_first_epoch_ended_says_there_is_nothing_to_keep(tmp_path):
+    from vhrmodel.config import interrupted_message
+
+    assert interrupted_message(tmp_path).startswith("interrupted before the first epoch ended")
+
+
 def test_train_missing_store_is_a_clear_error(tmp_path):
     result = run("train", "--store", tmp_path / "nowhere", "--out", tmp_path / "run", "--fast")
     assert result.exit_code == 1

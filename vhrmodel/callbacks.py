@@ -17,7 +17,7 @@ from vhrdata.charset import Charset
 from vhrdata.errors import write_failure
 from vhrdata.store.disk_format import write_json_atomic
 from vhrmodel.artifact import save_model
-from vhrmodel.config import LAST_MODEL, TrainConfig
+from vhrmodel.config import LAST_MODEL, TrainConfig, resume_hint
 from vhrmodel.errors import TrainingError
 from vhrmodel.inputs import DataSource
 from vhrmodel.runtime import KerasRuntime, frame_lengths
@@ -30,12 +30,6 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 def write_run_json(path: Path, obj: dict[str, Any]) -> Path:
     """A run's JSON file (state.json, train.json, evaluation reports): indent 2, NaN as null, atomic."""
     return write_json_atomic(path, obj, indent=2, sort_keys=False, finite=True, default=str)
-
-
-def resume_hint(run_dir: Path) -> str:
-    """The tail of a message about a run stopped by a failed write: how `--resume` goes on ("" if it cannot)."""
-    last = run_dir / LAST_MODEL
-    return f"; `vhrmodel train --resume` continues the run from {last}" if last.exists() else ""
 
 
 def run_write_error(ex: OSError, run_dir: Path, name: str) -> TrainingError:

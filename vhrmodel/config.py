@@ -127,6 +127,25 @@ class TrainConfig:
         return d
 
 
+def resume_hint(run_dir: str | Path) -> str:
+    """The tail of a message about a stopped run: how `--resume` goes on ("" if it cannot)."""
+    last = Path(run_dir) / LAST_MODEL
+    return f"; `vhrmodel train --resume` continues the run from {last}" if last.exists() else ""
+
+
+def interrupted_message(run_dir: str | Path) -> str:
+    """What a run stopped by Ctrl-C kept (the epochs written before it) and how to go on, in one line."""
+    run_dir = Path(run_dir)
+    try:
+        epoch = int(json.loads((run_dir / STATE).read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epoch = 0
+    if epoch <= 0 or not (run_dir / LAST_MODEL).exists():
+        return f"interrupted before the first epoch ended: nothing to keep in {run_dir}; run the command again"
+    return (f"interrupted: {run_dir} keeps epoch {epoch} ({LAST_MODEL}, {BEST_MODEL}, history.csv); the epoch under "
+            f"way is lost{resume_hint(run_dir)} (the same command with --resume)")
+
+
 def check_run_folder(out_dir: str | Path, resume: bool, init_from: str | Path | None = None) -> None:
     """Refuse a run folder that does not fit the request, before anything heavy is loaded."""
     out_dir = Path(out_dir)

@@ -42,7 +42,6 @@ from vhrmodel.callbacks import (
     swap_averaged_weights,
     ValidateAndKeepBest,
     TensorBoardLogs,
-    resume_hint,
     run_write_error,
     write_run_json,
 )
@@ -57,6 +56,7 @@ from vhrmodel.config import (
     TrainConfig,
     check_resume,
     check_run_folder,
+    resume_hint,
     train_alphabet,
 )
 from vhrmodel.distribute import NullScope, adapt_to_strategy, distribution_strategy, is_chief, worker_shard

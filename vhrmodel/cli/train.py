@@ -176,7 +176,7 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_sche
     from pathlib import Path
 
     from vhrmodel.cli.checks import check_model_path, open_store_checked
-    from vhrmodel.config import TrainConfig, check_resume, check_run_folder
+    from vhrmodel.config import TrainConfig, check_resume, check_run_folder, interrupted_message
     from vhrmodel.extras import require_keras
 
     # A light install (no Keras) is told what to install before anything else is checked.
@@ -206,6 +206,8 @@ def train_cmd(store, out, fast, records, preset, epochs, batch_size, lr, lr_sche
     bars = EpochBars(out, quiet=quiet, tensorboard=not no_tensorboard)
     try:
         summary = train(store, out, config, resume=resume, init_from=init_from, records=records, callback=bars)
+    except KeyboardInterrupt:  # Ctrl-C: one line on what the run folder keeps and how to go on
+        raise click.ClickException(interrupted_message(out)) from None
     finally:
         bars.close()
     best = summary["best_val_cer"]
