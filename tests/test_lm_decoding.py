@@ -114,6 +114,35 @@ def test_tune_lm_library_picks_the_lowest_cer_and_replaces_the_file(model_file, 
     assert result["path"] == str(path)
 
 
+def test_tune_lm_chooses_the_beam_width_too_and_decoding_then_uses_it(model_file, line_store, tmp_path):
+    path = write_char_lm(TEXTS, tmp_path / "charlm.json", order=3)
+    result = tune_lm(model_file, line_store, path, weights=(0.0, 1.0), snap_grid={}, beam_width=(1, 3))
+    rows = result["rows"]
+    assert [(r["beam_width"], r["lm_weight"]) for r in rows] == [(1, 0.0), (1, 1.0), (3, 0.0), (3, 1.0)]
+    best = min(rows, key=lambda r: r["cer"])  # the first of equal CERs: the narrower beam, the smaller weight
+    tuned = read_char_lm(path).meta["tuned"]
+    assert (tuned["tuned_on"]["beam_width"], tuned["lm_weight"]) == (best["beam_width"], best["lm_weight"])
+    assert tuned["tuned_on"]["cer"] == best["cer"]
+    assert Recognizer(model_file, decoder="beam", lm=read_char_lm(path)).beam_width == best["beam_width"]
+    with pytest.raises(ValueError, match="beam widths"):
+        tune_lm(model_file, line_store, path, weights=(0.0,), snap_grid={}, beam_width=())
+
+
+def test_tune_lm_cli_takes_several_beam_widths_and_refuses_bad_ones(model_file, line_store, lm_file, tmp_path):
+    out = tmp_path / "tuned.json"
+    result = run("tune-lm", "--model", model_file, "--store", line_store, "--lm", lm_file, "--out", out,
+                 "--weights", "0,0.5", "--beam-width", "1,2", "--no-lexicon")
+    assert result.exit_code == 0, result.output
+    rows = [x for x in result.output.splitlines() if x.startswith("beam ")]
+    assert [x.split(" · ")[:2] for x in rows] == [["beam 1", "lm_weight 0.00"], ["beam 1", "lm_weight 0.50"],
+                                                  ["beam 2", "lm_weight 0.00"], ["beam 2", "lm_weight 0.50"]]
+    width = read_char_lm(out).meta["tuned"]["tuned_on"]["beam_width"]
+    assert f"chose beam width {width}, lm_weight " in result.output
+    for bad in ("0,3", "ten", ""):
+        refused = run("tune-lm", "--model", model_file, "--store", line_store, "--lm", lm_file, "--beam-width", bad)
+        assert refused.exit_code == 2 and "--beam-width" in one_line_error(refused)
+
+
 def test_recognizer_lexicon_snaps_a_low_confidence_field(model_file):
     rec = Recognizer(model_file, decoder="beam", lexicon=True)
     assert rec.snap == SnapSettings()

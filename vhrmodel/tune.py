@@ -1,10 +1,11 @@
 """Tune beam-search decoding on val: `tune_lm()` behind `vhrmodel tune-lm`.
 
 The model runs once over the split; then every LM weight of `weights` is tried with beam search
-(without the lexicon), and with the best weight's lines every lexicon setting of `snap_grid`.
-The chosen values go into the LM file's "tuned" record (`vhrmodel.lm`), which `predict`,
-`evaluate` and `serve` then use as defaults. Ties go to the earlier setting (the smaller weight;
-no lexicon unless it lowers the CER).
+(without the lexicon) at each beam width of `beam_width`, and with the best pair's lines every
+lexicon setting of `snap_grid`. The chosen values go into the LM file's "tuned" record
+(`vhrmodel.lm`), which `predict`, `evaluate` and `serve` then use as defaults (the width included).
+Ties go to the earlier setting (the narrower beam, the smaller weight; no lexicon unless it lowers
+the CER).
 
 The test split is never tuned on: any split named "test" or "test-..." is refused.
 """
@@ -63,7 +64,7 @@ def tune_lm(
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     snap_grid: dict[str, Sequence[float]] | None = None,
     lexicon=None,
-    beam_width: int = 10,
+    beam_width: int | Sequence[int] = 10,
     batch_size: int = 16,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -80,15 +81,16 @@ def tune_lm(
             `DEFAULT_SNAP_GRID`; {} skips the lexicon.
         lexicon: the `vhrmodel.lexicon.Lexicon`; default `lexicon_for(the LM)`: the vietnamadminunits
             names plus the units of the LM's training labels.
-        beam_width: beams kept.
+        beam_width: beams kept, or several widths to choose from (each tried with every weight).
         batch_size: lines per model call.
-        callback: called with each result row ({"lm_weight", "lexicon", "cer"}) as it is measured.
+        callback: called with each result row ({"beam_width", "lm_weight", "lexicon", "cer"}) as it is
+            measured.
 
     Returns:
         {"tuned": the record written, "rows": every setting with its CER, "path": the file}.
 
     Raises:
-        ValueError: a test split, no weights, or `lm_path` is not an LM file.
+        ValueError: a test split, no weights, no or a non-positive beam width, or `lm_path` is not an LM file.
         StoreError: the store lacks the split or was preprocessed differently.
     """
     from vhrdata.store import open_store
@@ -99,9 +101,12 @@ def tune_lm(
     check_tune_split(split)
     if not weights:
         raise ValueError("weights must hold at least one LM weight")
+    widths = [int(beam_width)] if isinstance(beam_width, int) else [int(w) for w in beam_width]
+    if not widths or min(widths) < 1:
+        raise ValueError(f"beam widths must be one or more positive numbers, got {beam_width!r}")
     store = open_store(store_path)
     lm = read_char_lm(lm_path)
-    recognizer = Recognizer(model_path, decoder="beam", beam_width=beam_width, lm=lm, lm_weight=0.0)
+    recognizer = Recognizer(model_path, decoder="beam", beam_width=widths[0], lm=lm, lm_weight=0.0)
     if recognizer.settings != store.settings:
         raise StoreError(f"store {store_path} was preprocessed differently from the model's training data "
                          f"({'; '.join(recognizer.settings.diff(store.settings))})")
@@ -124,14 +129,17 @@ def tune_lm(
             callback(row)
 
     rows: list[dict[str, Any]] = []
-    decoded: dict[float, list[tuple[list[str], list[float]]]] = {}
-    for w in weights:
-        recognizer.lm_weight = float(w)
-        decoded[w] = [recognizer.decode(logits, lengths) for logits, lengths in batches]
-        hyps = [normalize_text(t) for texts, _ in decoded[w] for t in texts]
-        emit({"lm_weight": float(w), "lexicon": None, "cer": cer(refs, hyps)})
+    decoded: dict[tuple[int, float], list[tuple[list[str], list[float]]]] = {}
+    for width in widths:
+        recognizer.beam_width = width
+        for w in weights:
+            recognizer.lm_weight = float(w)
+            decoded[width, float(w)] = [recognizer.decode(logits, lengths) for logits, lengths in batches]
+            hyps = [normalize_text(t) for texts, _ in decoded[width, float(w)] for t in texts]
+            emit({"beam_width": width, "lm_weight": float(w), "lexicon": None, "cer": cer(refs, hyps)})
     best = min(rows, key=lambda r: r["cer"])  # min keeps the first of equal CERs
-    best_weight, best_cer = best["lm_weight"], best["cer"]
+    best_width, best_weight, best_cer = best["beam_width"], best["lm_weight"], best["cer"]
+    recognizer.beam_width, recognizer.lm_weight = best_width, best_weight
 
     chosen_snap, use_lexicon = None, False
     settings_list = snap_settings_grid(snap_grid) if snap_grid != {} else []
@@ -141,7 +149,7 @@ def tune_lm(
 
             lexicon = lexicon_for(lm)
         recognizer.lexicon = lexicon
-        lines = decoded[next(w for w in weights if float(w) == best_weight)]
+        lines = decoded[best_width, best_weight]
         char_confs = [[[conf for _, _, conf in spans] for spans in recognizer.char_spans(texts, logits, lengths)]
                       for (texts, _), (logits, lengths) in zip(lines, batches)]
         for snap in settings_list:
@@ -149,7 +157,7 @@ def tune_lm(
             for (texts, confs), (logits, lengths), per_char in zip(lines, batches, char_confs):
                 snapped, _ = recognizer.apply_lexicon(texts, confs, logits, lengths, snap=snap, char_confs=per_char)
                 hyps.extend(normalize_text(t) for t in snapped)
-            row = {"lm_weight": best_weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)}
+            row = {"beam_width": best_width, "lm_weight": best_weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)}
             emit(row)
             if row["cer"] < best_cer:
                 best_cer, chosen_snap, use_lexicon = row["cer"], snap, True
@@ -160,7 +168,7 @@ def tune_lm(
         "lexicon": use_lexicon,
         "snap": chosen_snap.to_dict() if chosen_snap is not None else None,
         "tuned_on": {"model": str(model_path), "store": str(store_path), "split": split, "lines": len(refs),
-                     "beam_width": int(beam_width), "cer": best_cer},
+                     "beam_width": best_width, "cer": best_cer},
     }
     if tuned["snap"] is None:
         del tuned["snap"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vhrdata.cli.common import handle_errors
+from vhrmodel.cli.checks import ArgumentError
 from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
 from vhrmodel.tune import DEFAULT_WEIGHTS
 
@@ -13,10 +14,20 @@ def _weights(value: str) -> list[float]:
     try:
         weights = [float(x) for x in value.split(",") if x.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers", param_hint="--weights") from None
+        raise ArgumentError(f"--weights {value!r} is not a comma-separated list of numbers") from None
     if not weights or any(w < 0 for w in weights):
-        raise click.BadParameter(f"{value!r}: give one or more weights >= 0", param_hint="--weights")
+        raise ArgumentError(f"--weights {value!r}: give one or more weights >= 0")
     return weights
+
+
+def _widths(value: str) -> list[int]:
+    try:
+        widths = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise ArgumentError(f"--beam-width {value!r} is not a comma-separated list of whole numbers") from None
+    if not widths or any(w < 1 for w in widths):
+        raise ArgumentError(f"--beam-width {value!r}: give one or more beam widths >= 1")
+    return widths
 
 
 @click.command("tune-lm")
@@ -32,14 +43,16 @@ def _weights(value: str) -> list[float]:
               help="LM weights to try, comma-separated.")
 @click.option("--lexicon/--no-lexicon", default=True, show_default=True,
               help="Also grid-search the lexicon thresholds (and decide whether the lexicon helps).")
-@click.option("--beam-width", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--beam-width", default="10", show_default=True,
+              help="Beams kept; several widths, comma-separated (e.g. 10,25), are each tried with every weight "
+                   "and the best is stored with the LM.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @handle_errors
 def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, beam_width, batch_size):
     """Choose --lm-weight and the lexicon thresholds on val; store them in the LM file.
 
-    Runs the model once over the split, then beam search with each LM weight, then the lexicon
-    with each threshold setting on the best weight's lines, and prints the CER of each. The
+    Runs the model once over the split, then beam search with each LM weight (at each --beam-width),
+    then the lexicon with each threshold setting on the best weight's lines, and prints the CER of each. The
     chosen values are written into the LM file (atomically; --out for a copy), and `predict`,
     `evaluate` and `serve` use them by default when given that LM (an explicit --lm-weight
     wins; --lexicon defaults to on when it lowered the val CER). Test splits are refused: test
@@ -59,6 +72,7 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
     except ValueError as ex:
         raise ArgumentError(str(ex)) from None
     weight_list = _weights(weights)
+    width_list = _widths(beam_width)
     check_model_path(model_path)
     open_store_checked(store, {split: "tuning (--split)"})
     load_lm(lm_path)  # a clear error for a file that is not an LM, before the model loads
@@ -71,12 +85,14 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
                 f"lexicon score>={lex['min_score']:g} margin>={lex['min_margin']:g} conf<{lex['max_confidence']:g}"
                 + (f" hierarchy (score>={lex['min_score_within']:g} within)" if lex.get("hierarchy") else "")
                 + (" prefixes" if lex.get("prefixes") else ""))
-        click.echo(f"lm_weight {row['lm_weight']:.2f} · {what} · CER {row['cer']:.2%}")
+        width = f"beam {row['beam_width']} · " if len(width_list) > 1 else ""
+        click.echo(f"{width}lm_weight {row['lm_weight']:.2f} · {what} · CER {row['cer']:.2%}")
 
     result = tune_lm(model_path, store, lm_path, split=split, out=out_path, weights=weight_list,
-                     snap_grid=None if lexicon else {}, beam_width=beam_width, batch_size=batch_size, callback=show)
+                     snap_grid=None if lexicon else {}, beam_width=width_list, batch_size=batch_size, callback=show)
     t = result["tuned"]
-    click.echo(f"chose lm_weight {t['lm_weight']:g}, lexicon {'on' if t['lexicon'] else 'off'} "
+    chose_width = f"beam width {t['tuned_on']['beam_width']}, " if len(width_list) > 1 else ""
+    click.echo(f"chose {chose_width}lm_weight {t['lm_weight']:g}, lexicon {'on' if t['lexicon'] else 'off'} "
                f"(val CER {t['tuned_on']['cer']:.2%}); wrote {result['path']}")
 
 
