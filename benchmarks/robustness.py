@@ -1,7 +1,7 @@
 """The robustness table of docs/RESULTS.md: one model on test-clean, test-camera and test-unseen-font.
 
     python benchmarks/robustness.py --model RUN/model.keras --records work/real_lines/records \
-        --work work/robust [--decoder greedy --decoder beam] [--lm RUN/charlm.json] [--lexicon] [--beam-width 10]
+        --work work/robust [--decoder greedy --decoder beam] [--lm RUN/charlm.json] [--lexicon] [--beam-width W]
 
 - test-clean: the records' untouched `test` split, built at the model's preprocessing settings;
 - test-camera: the same lines through `vhrdata degrade` (TEST_CAMERA ranges, TEST_CAMERA_SEED: other
@@ -65,14 +65,17 @@ def main() -> None:
     ap.add_argument("--decoder", action="append", choices=["greedy", "beam"])
     ap.add_argument("--lm", help="char LM for beam (default: none)")
     ap.add_argument("--lexicon", action="store_true", help="also beam + LM + lexicon")
-    ap.add_argument("--beam-width", type=int, default=10, help="beams kept (tune the LM at the same width)")
+    ap.add_argument("--beam-width", type=int, default=None,
+                    help="beams kept; default: the width the LM was tuned at (as predict decodes), else 10")
     ap.add_argument("--label", default=None, help="name of this row in the output")
     args = ap.parse_args()
 
     from vhrdata.preprocess import PreprocessSettings
     from vhrmodel.artifact import read_model_info
+    from vhrmodel.lm import read_char_lm, resolve_beam_width
 
     info = read_model_info(args.model)
+    args.beam_width = resolve_beam_width(read_char_lm(args.lm) if args.lm else None, args.beam_width)
     settings = PreprocessSettings.from_dict(info["preprocessing"])
     args.work.mkdir(parents=True, exist_ok=True)
     stores = build_sets(args.records, args.work, settings)
