@@ -10,24 +10,23 @@ from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
 from vhrmodel.tune import DEFAULT_WEIGHTS
 
 
-def _weights(value: str) -> list[float]:
+def _comma_list(value: str, option: str, convert, minimum, kind: str, noun: str) -> list:
+    """A comma-separated option value as a list of numbers >= minimum; else a one-line error naming the option."""
     try:
-        weights = [float(x) for x in value.split(",") if x.strip()]
+        items = [convert(x) for x in value.split(",") if x.strip()]
     except ValueError:
-        raise ArgumentError(f"--weights {value!r} is not a comma-separated list of numbers") from None
-    if not weights or any(w < 0 for w in weights):
-        raise ArgumentError(f"--weights {value!r}: give one or more weights >= 0")
-    return weights
+        raise ArgumentError(f"{option} {value!r} is not a comma-separated list of {kind}") from None
+    if not items or any(x < minimum for x in items):
+        raise ArgumentError(f"{option} {value!r}: give one or more {noun} >= {minimum}")
+    return items
+
+
+def _weights(value: str) -> list[float]:
+    return _comma_list(value, "--weights", float, 0, "numbers", "weights")
 
 
 def _widths(value: str) -> list[int]:
-    try:
-        widths = [int(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise ArgumentError(f"--beam-width {value!r} is not a comma-separated list of whole numbers") from None
-    if not widths or any(w < 1 for w in widths):
-        raise ArgumentError(f"--beam-width {value!r}: give one or more beam widths >= 1")
-    return widths
+    return _comma_list(value, "--beam-width", int, 1, "whole numbers", "beam widths")
 
 
 @click.command("tune-lm")
