@@ -266,6 +266,10 @@ def test_a_merge_stage_makes_later_stages_read_the_mixed_records(tmp_path):
     [
         ("  - ingest\n  - split\n  - merge\n", "needs a `synth` stage"),
         ("  - ingest\n  - synth\n  - ingest-synth\n  - merge\n  - split\n", "`split` must come before `merge`"),
+        # listed, but after the stage that reads their output
+        ("  - ingest\n  - split\n  - ingest-synth\n  - synth\n  - merge\n", "'ingest-synth' needs a `synth` stage"),
+        ("  - ingest\n  - split\n  - merge\n  - synth\n  - ingest-synth\n", "'merge' needs a `synth` stage"),
+        ("  - ingest\n  - split\n  - synth\n  - merge\n", "'merge' needs an `ingest-synth` stage"),
     ],
 )
 def test_a_merge_stage_out_of_place_is_a_pipeline_error(tmp_path, stages, message):

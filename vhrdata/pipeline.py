@@ -82,6 +82,9 @@ STAGES: dict[str, StageSpec] = {
     ),
 }
 
+# Stages that read what another stage writes: each must come after its producers in the file.
+NEEDS_BEFORE: dict[str, tuple[str, ...]] = {"ingest-synth": ("synth",), "merge": ("synth", "ingest-synth")}
+
 
 # Options whose values are paths: a relative value in the file resolves against the file's folder.
 PATH_OPTIONS = {"lm", "augment-config", "init-from", "records", "font-dir", "model", "store", "out"}
@@ -176,6 +179,7 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
     if "synth" in names and src is None:
         src = f"{work}/synth"
     steps = []
+    seen: set[str] = set()  # the stages listed above the current one
     records = f"{work}/records"  # the records later stages read: WORK/mixed once a merge stage has run
     for entry in spec["stages"]:
         if isinstance(entry, str):
@@ -192,8 +196,10 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
         if stage == "ingest" and src is None:
             raise PipelineError(f"{path}: no dataset given; set `src:` in the file or pass --src")
         st = STAGES[stage]
-        if stage in ("merge", "ingest-synth") and "synth" not in names:
-            raise PipelineError(f"{path}: stage {stage!r} needs a `synth` stage before it")
+        for needed in NEEDS_BEFORE.get(stage, ()):
+            if needed not in seen:
+                article = "an" if needed[0] in "aeiou" else "a"
+                raise PipelineError(f"{path}: stage {stage!r} needs {article} `{needed}` stage before it")
         if stage == "merge" and "split" in names and names.index("split") > names.index("merge"):
             raise PipelineError(f"{path}: `split` must come before `merge` (the merge keeps the real lines' split)")
         fill = {"src": src or "", "work": work, "records": records, "store": f"{work}/store",
@@ -208,6 +214,7 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
             merged[flag] = filled
         argv = [st.command, *(p.format(**fill) for p in st.positional), *_option_args(merged)]
         steps.append(Step(stage, st.program, argv, merged))
+        seen.add(stage)
         if stage == "merge":
             records = str(merged["out"])
     return Pipeline(spec.get("name", path.stem), src, work, steps, str(path))
