@@ -200,7 +200,7 @@ def load_pipeline(path: str | Path, src: str | None = None, work: str | None = N
             if needed not in seen:
                 article = "an" if needed[0] in "aeiou" else "a"
                 raise PipelineError(f"{path}: stage {stage!r} needs {article} `{needed}` stage before it")
-        if stage == "merge" and "split" in names and names.index("split") > names.index("merge"):
+        if stage == "merge" and "split" in names and "split" not in seen:
             raise PipelineError(f"{path}: `split` must come before `merge` (the merge keeps the real lines' split)")
         fill = {"src": src or "", "work": work, "records": records, "store": f"{work}/store",
                 "run": f"{work}/run"}
