@@ -337,3 +337,99 @@ def test_snap_never_breaks_a_line_whatever_its_fields(parts, conf):
         assert s.before in text and s.after in out
     # nothing is snapped where the model was sure
     assert snap_fields(text, [conf] * len(text), lex, SnapSettings(max_confidence=0.0)) == (text, [])
+
+
+def line_scores(table, default=-100.0):
+    """A rescoring scorer: whole line -> its score from `table` (else `default`); records its calls."""
+    calls = []
+
+    def scorer(lines):
+        calls.append(list(lines))
+        return [table.get(line, default) for line in lines]
+
+    scorer.calls = calls
+    return scorer
+
+
+def test_rescoring_lets_the_scorer_choose_among_the_nearest_names_of_the_narrowed_list():
+    lex = tree_lexicon()
+    rescore = SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=4.0)
+    text = "Số 9, Phường Phước Tan, TP Nha Trang, Khánh Hoà"
+    # String scores put "Phước Tân" first; the model read "Phước Hải" better: the model wins.
+    hai = "Số 9, Phường Phước Hải, TP Nha Trang, Khánh Hoà"
+    scorer = line_scores({text: -10.0, hai: -12.0, "Số 9, Phường Phước Tân, TP Nha Trang, Khánh Hoà": -30.0})
+    out, snaps = snap_fields(text, [0.5] * len(text), lex, rescore, scorer=scorer)
+    assert out == hai
+    assert [(s.field, s.before, s.after) for s in snaps] == [(1, "Phường Phước Tan", "Phường Phước Hải")]
+    assert snaps[0].margin == 2.0  # the score gain: -12 + 4 (a unit) against -10 (not a unit)
+    # The ward field is rescored last (fields are read from the end; "Số 9" has a digit). Its
+    # candidates were Nha Trang's wards only: Hà Nội's "Phúc Tân" scores 71, "Phước Hải" 67.
+    ward_call = scorer.calls[-1]
+    assert ward_call[0] == text
+    assert {line.split(",")[1].strip() for line in ward_call[1:]} == {"Phường Phước Tân", "Phường Phước Hải"}
+    # Every line scored keeps the other fields and the prefix as written.
+    assert all(line.startswith("Số 9, Phường ") and line.endswith(", TP Nha Trang, Khánh Hoà")
+               for call in scorer.calls for line in call)
+
+
+def test_rescoring_keeps_the_field_unless_a_name_beats_it_by_less_than_the_unit_bonus():
+    lex = tree_lexicon()
+    text = "Phường Phước Tan, TP Nha Trang, Khánh Hoà"
+    tan = "Phường Phước Tân, TP Nha Trang, Khánh Hoà"
+    scorer = line_scores({text: -10.0, tan: -14.0})
+    conf = [0.5] * len(text)
+    assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=5.0),
+                       scorer=scorer)[0] == tan
+    # a tie keeps the field as read
+    assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=4.0),
+                       scorer=scorer) == (text, [])
+    assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=0.0),
+                       scorer=scorer) == (text, [])
+    # a confidently read field is not rescored, and a line the scorer rules out (-inf) never wins
+    assert snap_fields(text, [0.99] * len(text), lex, SnapSettings(rescore=True, max_confidence=0.9, unit_bonus=50.0),
+                       scorer=scorer) == (text, [])
+    assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=50.0),
+                       scorer=line_scores({text: -10.0}, default=-math.inf)) == (text, [])
+    # a field that already names a unit gets the bonus too: only the scorer can move it
+    known = "Phường Phước Hải, TP Nha Trang, Khánh Hoà"
+    assert snap_fields(known, [0.5] * len(known), lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=50.0),
+                       scorer=line_scores({known: -10.0, tan: -11.0}))[0] == known
+
+
+def test_rescoring_reads_the_province_first_and_narrows_by_what_it_chose():
+    lex = tree_lexicon()
+    text = "Phường Phuc Tan, Quận Hoàn Kiếm, Hà Nọi"
+    fixed_province = "Phường Phuc Tan, Quận Hoàn Kiếm, Hà Nội"
+    best = "Phường Phúc Tân, Quận Hoàn Kiếm, Hà Nội"
+    scorer = line_scores({text: -5.0, fixed_province: -6.0, best: -7.0})
+    out, snaps = snap_fields(text, [0.5] * len(text), lex, SnapSettings(rescore=True, max_confidence=1.01),
+                             scorer=scorer)
+    assert out == best and [s.field for s in snaps] == [0, 2]
+
+
+def test_rescoring_settings_are_checked_and_old_settings_do_not_rescore():
+    with pytest.raises(ValueError, match="needs a scorer"):
+        snap_fields("Hà Nọi", [0.5] * 6, tree_lexicon(), SnapSettings(rescore=True))
+    with pytest.raises(ValueError, match="unit_bonus"):
+        SnapSettings(unit_bonus=-1.0)
+    old = {"min_score": 80.0, "min_margin": 6.0, "max_confidence": 0.9, "confidence": "min", "min_chars": 4,
+           "hierarchy": True, "min_score_within": 70.0, "prefixes": True}
+    assert SnapSettings.from_dict(old).rescore is False
+    again = SnapSettings(rescore=True, unit_bonus=8.0)
+    assert SnapSettings.from_dict(again.to_dict()) == again
+
+
+def test_nearest_gives_one_spelling_per_name_best_first():
+    lex = tree_lexicon()
+    near = lex.nearest("Phước Tan", {"ward"})
+    names = [form for form, _ in near]
+    assert names[:3] == ["Phước Tân", "Phúc Tân", "Phước Hải"]
+    assert [score for _, score in near] == sorted((score for _, score in near), reverse=True)
+    assert lex.nearest("Phước Tan", {"ward"}, limit=1) == near[:1]
+    # two spellings of one name count once, as the better-scoring one
+    spelled = Lexicon({"province": ["Hà Nội", ("Ha Noi", "Hà Nội"), "Hà Nam"]})
+    assert [form for form, _ in spelled.nearest("Ha Noi", {"province"})] == ["Ha Noi", "Hà Nam"]
+    assert lex.nearest("Zzzzzz", {"ward"}) == []  # nothing scores 50
+    assert lex.names_unit("phước tân", {"ward"}) and not lex.names_unit("Phước Tân", {"province"})
+    assert lex.names_unit("Hoàn Kiếm", {"district"}, lex.within(lex.resolve("Hà Nội", "province"), None,
+                                                                   {"district"}))

@@ -13,7 +13,7 @@ from vhrmodel.cli import main
 from vhrmodel.lexicon import Lexicon, SnapSettings, snap_fields
 from vhrmodel.lm import read_char_lm, write_char_lm, write_tuned
 from vhrmodel.predict import Recognizer
-from vhrmodel.tune import snap_settings_grid, tune_lm
+from vhrmodel.tune import DEFAULT_RESCORE_GRID, snap_settings_grid, tune_lm
 
 
 def run(*args):
@@ -75,11 +75,15 @@ def test_tune_lm_writes_the_values_predict_then_uses(model_file, line_store, lm_
                  "--out", tuned_path, "--weights", "0.3", "--beam-width", "3")
     assert result.exit_code == 0, result.output
     settings_lines = [x for x in result.output.splitlines() if x.startswith("lm_weight ")]
-    # the weight, then every lexicon setting of the grid: 4 * 3 * 4 flat, and each of those with the
-    # hierarchy at 4 scores within a province, each without and with prefix repair
-    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) * 2 == 1 + len(snap_settings_grid())
-    assert sum("hierarchy" in x for x in settings_lines) == 4 * 3 * 4 * 4 * 2
-    assert sum(x.endswith("prefixes") or " prefixes " in x for x in settings_lines) == 4 * 3 * 4 * 5
+    # the weight, then every string-snapping setting of the grid: 4 * 3 * 4 flat, and each of those
+    # with the hierarchy at 4 scores within a province, each without and with prefix repair; then
+    # rescoring at 3 confidences * 5 unit bonuses, without and with prefix repair
+    rescored = [x for x in settings_lines if "rescored" in x]
+    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) * 2 + 3 * 5 * 2 == \
+        1 + len(snap_settings_grid()) + len(snap_settings_grid(DEFAULT_RESCORE_GRID))
+    assert len(rescored) == 3 * 5 * 2 and all("hierarchy" in x for x in rescored)
+    assert sum("hierarchy" in x for x in settings_lines) == 4 * 3 * 4 * 4 * 2 + len(rescored)
+    assert sum(x.endswith("prefixes") or " prefixes " in x for x in settings_lines) == 4 * 3 * 4 * 5 + 3 * 5
     assert settings_lines[0].startswith("lm_weight 0.30 · no lexicon · CER ")
     assert f"wrote {tuned_path}" in result.output
     tuned = json.loads(tuned_path.read_text(encoding="utf-8"))["meta"]["tuned"]
@@ -159,6 +163,47 @@ def test_recognizer_lexicon_snaps_a_low_confidence_field(model_file):
     assert snap_fields("Hà Nội", [0.3] * 6, rec.lexicon)[0] == "Hà-Nội"
     out, _ = rec.apply_lexicon(["Hà Nội"], [0.5], logits[:1], lengths[:1], char_confs=[[0.3] * 6])
     assert out == ["Hà Nội"]
+
+
+def spelled_logits(rec, text, frames=40):
+    """Logits [frames, C] whose best path spells `text` (one frame per character, blanks between)."""
+    logits = np.zeros((frames, len(rec.charset) + 1), np.float32)
+    logits[:, 0] = 5.0
+    for i, ch in enumerate(text):
+        logits[2 * i + 1, 0] = 0.0
+        logits[2 * i + 1, int(rec.charset.encode(ch)[0])] = 8.0
+    return logits
+
+
+def test_recognizer_line_scorer_is_the_ctc_likelihood_plus_the_weighted_lm(model_file, lm_file):
+    from vhrmodel.decoding import ctc_log_likelihood, log_softmax
+
+    lm = read_char_lm(lm_file)
+    rec = Recognizer(model_file, decoder="beam", lm=lm, lm_weight=0.5)
+    logits = np.random.default_rng(0).normal(size=(30, len(rec.charset) + 1)).astype(np.float32)
+    lines = ["Hà Nội", "Ha Nội", "Hà, Nội"]  # the fixtures' charset has no comma
+    scores = rec.line_scorer(logits)(lines)
+    ll = ctc_log_likelihood(log_softmax(np.stack([logits, logits])), [rec.charset.encode(x).tolist() for x in lines[:2]])
+    assert scores[:2] == pytest.approx([ll[0] + 0.5 * lm.score(lines[0]), ll[1] + 0.5 * lm.score(lines[1])])
+    assert scores[2] == -np.inf
+    greedy = Recognizer(model_file)  # no LM: the model alone
+    assert greedy.line_scorer(logits)(lines[:1]) == pytest.approx([ll[0]])
+
+
+def test_recognizer_rescoring_follows_what_the_model_read(model_file):
+    rec = Recognizer(model_file, lexicon=Lexicon({"province": ["Hà Nội", "Hà Nam"]}),
+                     snap=SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=0.0))
+    lengths = np.array([40])
+    # The decoder said "Ha Nội" (unsure); the frames spell "Hà Nội": the model prefers the unit name.
+    out, confs = rec.apply_lexicon(["Ha Nội"], [0.2], spelled_logits(rec, "Hà Nội")[None], lengths,
+                                   char_confs=[[0.3] * 6])
+    assert out == ["Hà Nội"] and confs[0] > 0.2
+    # The frames spell "Ha Nội" itself: without a unit bonus the field stays as read ...
+    plain = spelled_logits(rec, "Ha Nội")[None]
+    assert rec.apply_lexicon(["Ha Nội"], [0.9], plain, lengths, char_confs=[[0.3] * 6])[0] == ["Ha Nội"]
+    # ... and a large enough bonus (the prior that an address names real units) moves it.
+    rec.snap = SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=100.0)
+    assert rec.apply_lexicon(["Ha Nội"], [0.9], plain, lengths, char_confs=[[0.3] * 6])[0] == ["Hà Nội"]
 
 
 def test_evaluate_with_beam_lm_and_lexicon_end_to_end(model_file, line_store, lm_file, tmp_path):

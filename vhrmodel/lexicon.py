@@ -29,6 +29,17 @@ names, a district prefix district names, a province prefix (or no prefix at all)
 names; "TP"/"Thành phố" matches districts and provinces. A name written in capitals is snapped
 to capitals.
 
+**Rescoring** (`SnapSettings.rescore`). Fuzzy string scores alone cannot tell "Hải Ninh" from
+"Hải Dương" apart by how the line looked. With rescoring, the model judges: each unsure field's
+nearest unit names (up to `RESCORE_CANDIDATES` of its group, or of the narrowed list, scoring at
+least `RESCORE_MIN_SCORE`) are put in its place one at a time, every such line is scored by a
+`scorer` the caller supplies (`vhrmodel.predict.Recognizer` uses the CTC log-likelihood of the
+line under the model plus the LM's weighted log-probability: the score beam search maximises),
+and a field that names a unit gets `unit_bonus` more (natural log units): the prior that an
+address names real units, which a character n-gram cannot hold. The best line wins; a tie keeps
+the field as read. The thresholds of string snapping (`min_score`, `min_margin`,
+`min_score_within`) are not used; `max_confidence`, `min_chars`, `hierarchy` and `prefixes` are.
+
 Defaults (`SnapSettings`): min_score 80, min_margin 6, max_confidence 0.9 on the "min"
 confidence, min_chars 4. `vhrmodel tune-lm` tunes them on val and stores them in the LM file.
 
@@ -42,10 +53,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 GROUPS = ("ward", "district", "province")
 #: The rapidfuzz ratio a misread prefix needs against a written-out one (`SnapSettings.prefixes`).
@@ -53,8 +65,12 @@ PREFIX_SCORE = 80.0
 CONFIDENCE_MODES = ("min", "mean")
 #: How many (name, candidates) matches a lexicon remembers before it starts again.
 MATCH_MEMO_SIZE = 100_000
+#: Rescoring tries at most this many unit names per field ...
+RESCORE_CANDIDATES = 8
+#: ... that score at least this (rapidfuzz ratio, case-blind) against the field as read.
+RESCORE_MIN_SCORE = 50.0
 
-__all__ = ["GROUPS", "PREFIX_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
+__all__ = ["GROUPS", "PREFIX_SCORE", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
            "lexicon_for", "repair_prefix", "split_unit_prefix", "units_in_labels"]
 
 
@@ -77,6 +93,11 @@ class SnapSettings:
             stored before this existed read as False.
         min_score_within: the score needed in a narrowed list (a few dozen names, where a weak
             best match is still a clear one); the margin rule applies as everywhere.
+        rescore: choose among the nearest unit names by the caller's line scorer instead of by
+            string score and margin (see the module docstring); `snap_fields` then needs a
+            `scorer`. Settings stored before this existed read as False.
+        unit_bonus: (rescore) added to the score of a line for each rescored field that names a
+            unit, in natural log units; 0 lets the scorer alone decide.
     """
 
     min_score: float = 80.0
@@ -87,14 +108,16 @@ class SnapSettings:
     hierarchy: bool = True
     min_score_within: float = 70.0
     prefixes: bool = True
+    rescore: bool = False
+    unit_bonus: float = 4.0
 
     def __post_init__(self):
         if self.confidence not in CONFIDENCE_MODES:
             raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}. Received: confidence={self.confidence!r}")
         if not (0 <= self.min_score <= 100 and 0 <= self.min_score_within <= 100) or self.min_margin < 0 \
-                or self.min_chars < 1:
-            raise ValueError("min_score and min_score_within must be in [0, 100], min_margin >= 0 and min_chars >= 1. "
-                             f"Received: {self}")
+                or self.min_chars < 1 or not self.unit_bonus >= 0:
+            raise ValueError("min_score and min_score_within must be in [0, 100], min_margin >= 0, min_chars >= 1 and "
+                             f"unit_bonus >= 0. Received: {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +130,7 @@ class SnapSettings:
         if unknown:
             raise ValueError(f"unknown snap settings {unknown}; known: {sorted(known)}")
         # Tuned before the hierarchy existed: keep the behaviour those values were chosen for.
-        return cls(**{"hierarchy": False, "prefixes": False, **dict(d)})
+        return cls(**{"hierarchy": False, "prefixes": False, "rescore": False, **dict(d)})
 
 
 @dataclass(frozen=True)
@@ -327,6 +350,35 @@ class Lexicon:
                 break
         return forms[best_index], float(best_score), float(best_score - second)
 
+    def nearest(self, name: str, groups: Iterable[str], candidates: Mapping[str, str] | None = None,
+                limit: int = RESCORE_CANDIDATES, min_score: float = RESCORE_MIN_SCORE) -> list[tuple[str, float]]:
+        """Up to `limit` (written form, score) nearest to `name`, best first, scoring at least
+        `min_score`; one form per name (its best-scoring spelling). Arguments as in `match`."""
+        from rapidfuzz import fuzz, process
+
+        forms, folded, canonical = self._choice_lists(frozenset(groups), candidates)
+        if not forms:
+            return []
+        query = unicodedata.normalize("NFC", name).casefold()
+        out: list[tuple[str, float]] = []
+        seen: set[str] = set()
+        for _, score, index in process.extract(query, folded, scorer=fuzz.ratio, limit=4 * limit,
+                                               score_cutoff=min_score):
+            if canonical[index] not in seen:
+                seen.add(canonical[index])
+                out.append((forms[index], float(score)))
+                if len(out) == limit:
+                    break
+        return out
+
+    def names_unit(self, name: str, groups: Iterable[str], candidates: Mapping[str, str] | None = None) -> bool:
+        """Whether `name` spells a unit of `groups` (of `candidates` when given), case and
+        punctuation aside, in either tone placement."""
+        key = _name_key(unicodedata.normalize("NFC", name))
+        if candidates is not None:
+            return key in {_name_key(form) for form in candidates}
+        return any(key in self._keys[g] for g in frozenset(groups))
+
     def split_prefix(self, field: str) -> tuple[str, str, frozenset[str]]:
         """(prefix as written with its space, name, groups) of a stripped field.
 
@@ -497,7 +549,8 @@ def _field_confidence(values: Sequence[float], mode: str) -> float:
 
 
 def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
-                settings: SnapSettings | None = None) -> tuple[str, list[Snap]]:
+                settings: SnapSettings | None = None,
+                scorer: Callable[[Sequence[str]], Sequence[float]] | None = None) -> tuple[str, list[Snap]]:
     """Snap low-confidence, unambiguous comma-separated fields of a line to unit names.
 
     Args:
@@ -506,15 +559,20 @@ def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
             prediction.chars]`).
         lexicon: the names (`default_lexicon()` for vietnamadminunits).
         settings: thresholds; default `SnapSettings()`.
+        scorer: (`settings.rescore`) whole lines -> one score each, higher is better (e.g. the
+            model's log-likelihood of the line); -inf rules a line out.
 
     Returns:
         (the line with snapped fields, the snaps made). Separators, spaces around fields and
         prefixes are kept exactly.
 
     Raises:
-        ValueError: `confidences` does not have one value per character.
+        ValueError: `confidences` does not have one value per character, or `settings.rescore`
+            without a `scorer`.
     """
     settings = settings or SnapSettings()
+    if settings.rescore and scorer is None:
+        raise ValueError("rescoring (SnapSettings.rescore) needs a scorer of whole lines")
     if len(confidences) != len(text):
         raise ValueError(f"need one confidence per character: {len(confidences)} for {len(text)} characters")
     pieces = _FIELD_SPLIT.split(text)
@@ -547,7 +605,14 @@ def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
         candidates = lexicon.within(province, district, groups) if hierarchy else None
         final = name
         name_at = starts[k] + lead + len(written)
-        snap = _snap_one(name, groups, candidates, lexicon, settings, confidences[name_at: name_at + len(name)])
+        name_confs = confidences[name_at: name_at + len(name)]
+        if settings.rescore:
+            def line_with(form: str) -> str:
+                return "".join(out[:k]) + piece[:lead] + prefix + form + piece[lead + len(body):] + "".join(out[k + 1:])
+
+            snap = _rescore_one(name, groups, candidates, lexicon, settings, name_confs, line_with, scorer)
+        else:
+            snap = _snap_one(name, groups, candidates, lexicon, settings, name_confs)
         if snap is not None or written != prefix:
             final, score, margin, conf = snap or (name, 100.0, 0.0, _field_confidence(
                 list(confidences[starts[k] + lead: name_at]), settings.confidence))
@@ -579,6 +644,41 @@ def _snap_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] |
         if score >= min_score and margin >= settings.min_margin:
             return (form, score, margin, conf) if form != name else None
     return None
+
+
+def _rescore_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] | None, lexicon: Lexicon,
+                 settings: SnapSettings, confidences: Sequence[float], line_with: Callable[[str], str],
+                 scorer: Callable[[Sequence[str]], Sequence[float]]) -> tuple[str, float, float, float] | None:
+    """(new name, its string score, its score gain over the name as read, confidence) when the
+    scorer prefers a nearby unit name to the field as read, else None."""
+    letters = sum(ch.isalpha() for ch in name)
+    if letters < settings.min_chars or any(ch.isdigit() for ch in name):
+        return None
+    conf = _field_confidence(list(confidences), settings.confidence)
+    if conf >= settings.max_confidence:
+        return None
+    scope = candidates
+    near = lexicon.nearest(name, groups, scope) if scope else []
+    if not near:  # nothing in the narrowed list: the whole group, as string snapping does
+        scope = None
+        near = lexicon.nearest(name, groups)
+    if name.isupper():
+        near = [(form.upper(), score) for form, score in near]
+    near = [(form, score) for form, score in near if form != name]
+    if not near:
+        return None
+    forms = [name] + [form for form, _ in near]
+    scores = [float(v) for v in scorer([line_with(form) for form in forms])]
+    if len(scores) != len(forms):
+        raise ValueError(f"the scorer gave {len(scores)} scores for {len(forms)} lines")
+    bonus = settings.unit_bonus
+    scores[0] += bonus if lexicon.names_unit(name, groups, scope) else 0.0
+    for i in range(1, len(scores)):
+        scores[i] += bonus
+    best = max(range(len(forms)), key=lambda i: (scores[i], -i))  # ties: the earlier (the field as read)
+    if best == 0 or not math.isfinite(scores[best]):
+        return None
+    return forms[best], near[best - 1][1], scores[best] - scores[0], conf
 
 
 def _read_context(lexicon: Lexicon, name: str, groups: frozenset[str], province: str | None,

@@ -231,7 +231,8 @@ class Recognizer:
             if not text:
                 continue
             per_char = char_confs[i]
-            new, snaps = snap_fields(text, per_char, self.lexicon, snap)
+            scorer = self.line_scorer(logits[i, : int(lengths[i])]) if snap.rescore else None
+            new, snaps = snap_fields(text, per_char, self.lexicon, snap, scorer=scorer)
             if not snaps or any(ch not in self.charset for ch in new):
                 continue
             out_texts[i] = new
@@ -239,6 +240,30 @@ class Recognizer:
             out_confs[i] = ctc_confidences(log_softmax(logits[i : i + 1, :length]), [self.charset.encode(new).tolist()],
                                            np.array([length]))[0]
         return out_texts, out_confs
+
+    def line_scorer(self, logits: np.ndarray) -> Callable[[Sequence[str]], list[float]]:
+        """The lexicon's rescoring scorer for one line's logits [T, C] (its own frames): whole
+        texts -> the CTC log-likelihood of each under the model, plus the LM's log-probability
+        times the LM weight with beam search and an LM (the score beam search maximises);
+        -inf for a text with characters outside the charset."""
+        from vhrmodel.decoding import NEG_INF, ctc_log_likelihood, log_softmax
+
+        lp = log_softmax(logits[None])
+        lm = self.lm if self.decoder == "beam" else None
+
+        def score(lines: Sequence[str]) -> list[float]:
+            ok = [all(ch in self.charset for ch in line) for line in lines]
+            ids = [self.charset.encode(line).tolist() if good else [] for line, good in zip(lines, ok)]
+            ll = ctc_log_likelihood(np.broadcast_to(lp, (len(lines),) + lp.shape[1:]), ids)
+            out = []
+            for line, good, value in zip(lines, ok, ll):
+                if not good:
+                    out.append(NEG_INF)
+                else:
+                    out.append(float(value) + (self.lm_weight * lm.score(line) if lm is not None else 0.0))
+            return out
+
+        return score
 
     def char_infos(self, text: str, logits: np.ndarray, length: int, scale: float | None) -> list[CharInfo]:
         """Per-character confidence and position of `text` on one line's logits [T, C]."""

@@ -24,6 +24,9 @@ DEFAULT_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
 DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 6.0, 10.0),
                      "max_confidence": (0.5, 0.7, 0.9, 1.01), "hierarchy": (False, True),
                      "min_score_within": (50.0, 60.0, 70.0, 80.0), "prefixes": (False, True)}
+#: Rescoring settings tried by default besides (`vhrmodel.lexicon`; string thresholds do not apply).
+DEFAULT_RESCORE_GRID = {"rescore": (True,), "hierarchy": (True,), "max_confidence": (0.7, 0.9, 1.01),
+                        "unit_bonus": (0.0, 2.0, 4.0, 8.0, 16.0), "prefixes": (False, True)}
 
 TEST_REFUSED = "tune-lm never tunes on a test split ({split!r}); tune on --split val and report test with evaluate"
 
@@ -62,7 +65,7 @@ def tune_lm(
     split: str = "val",
     out: str | Path | None = None,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
-    snap_grid: dict[str, Sequence[float]] | None = None,
+    snap_grid: dict[str, Sequence[Any]] | Sequence[dict[str, Sequence[Any]]] | None = None,
     lexicon=None,
     beam_width: int | Sequence[int] = 10,
     batch_size: int = 16,
@@ -77,8 +80,8 @@ def tune_lm(
         split: the split to tune on (never a test split).
         out: where to write the tuned LM; default `lm_path` itself (replaced atomically).
         weights: LM weights to try.
-        snap_grid: lexicon thresholds to try ({SnapSettings field: values}); default
-            `DEFAULT_SNAP_GRID`; {} skips the lexicon.
+        snap_grid: lexicon thresholds to try ({SnapSettings field: values}), or a list of such
+            grids; default `DEFAULT_SNAP_GRID` and `DEFAULT_RESCORE_GRID`; {} skips the lexicon.
         lexicon: the `vhrmodel.lexicon.Lexicon`; default `lexicon_for(the LM)`: the vietnamadminunits
             names plus the units of the LM's training labels.
         beam_width: beams kept, or several widths to choose from (each tried with every weight).
@@ -142,7 +145,9 @@ def tune_lm(
     recognizer.beam_width, recognizer.lm_weight = best_width, best_weight
 
     chosen_snap, use_lexicon = None, False
-    settings_list = snap_settings_grid(snap_grid) if snap_grid != {} else []
+    grids = [DEFAULT_SNAP_GRID, DEFAULT_RESCORE_GRID] if snap_grid is None else \
+        ([] if snap_grid == {} else list(snap_grid) if isinstance(snap_grid, (list, tuple)) else [snap_grid])
+    settings_list = [snap for grid in grids for snap in snap_settings_grid(grid)]
     if settings_list:
         if lexicon is None:
             from vhrmodel.lexicon import lexicon_for

@@ -80,10 +80,15 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
 
     def show(row):
         lex = row["lexicon"]
-        what = ("no lexicon" if lex is None else
-                f"lexicon score>={lex['min_score']:g} margin>={lex['min_margin']:g} conf<{lex['max_confidence']:g}"
-                + (f" hierarchy (score>={lex['min_score_within']:g} within)" if lex.get("hierarchy") else "")
-                + (" prefixes" if lex.get("prefixes") else ""))
+        if lex is None:
+            what = "no lexicon"
+        elif lex.get("rescore"):
+            what = (f"lexicon rescored, unit bonus {lex['unit_bonus']:g} conf<{lex['max_confidence']:g}"
+                    + (" hierarchy" if lex.get("hierarchy") else "") + (" prefixes" if lex.get("prefixes") else ""))
+        else:
+            what = (f"lexicon score>={lex['min_score']:g} margin>={lex['min_margin']:g} conf<{lex['max_confidence']:g}"
+                    + (f" hierarchy (score>={lex['min_score_within']:g} within)" if lex.get("hierarchy") else "")
+                    + (" prefixes" if lex.get("prefixes") else ""))
         width = f"beam {row['beam_width']} · " if len(width_list) > 1 else ""
         click.echo(f"{width}lm_weight {row['lm_weight']:.2f} · {what} · CER {row['cer']:.2%}")
 
