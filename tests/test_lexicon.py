@@ -365,8 +365,11 @@ def test_rescoring_lets_the_scorer_choose_among_the_nearest_names_of_the_narrowe
     # The ward field is rescored last (fields are read from the end; "Số 9" has a digit). Its
     # candidates were Nha Trang's wards only: Hà Nội's "Phúc Tân" scores 71, "Phước Hải" 67.
     ward_call = scorer.calls[-1]
-    assert ward_call[0] == text
-    assert {line.split(",")[1].strip() for line in ward_call[1:]} == {"Phường Phước Tân", "Phường Phước Hải"}
+    assert {line.split(",")[1].strip() for line in ward_call} == {"Phường Phước Tân", "Phường Phước Hải"}
+    # The line as read was scored once, first; no line is scored twice.
+    assert scorer.calls[0][0] == text
+    lines = [line for call in scorer.calls for line in call]
+    assert len(lines) == len(set(lines))
     # Every line scored keeps the other fields and the prefix as written.
     assert all(line.startswith("Số 9, Phường ") and line.endswith(", TP Nha Trang, Khánh Hoà")
                for call in scorer.calls for line in call)
@@ -433,3 +436,21 @@ def test_nearest_gives_one_spelling_per_name_best_first():
     assert lex.names_unit("phước tân", {"ward"}) and not lex.names_unit("Phước Tân", {"province"})
     assert lex.names_unit("Hoàn Kiếm", {"district"}, lex.within(lex.resolve("Hà Nội", "province"), None,
                                                                    {"district"}))
+
+
+def test_rescoring_chooses_the_province_together_with_the_district_that_fits_it(monkeypatch):
+    lex = tree_lexicon()
+    text = "Quận Hoàn Kiếm, Khánh Nội"  # the province misread; the district read well
+    khanh_hoa, ha_noi = "Quận Hoàn Kiếm, Khánh Hoà", "Quận Hoàn Kiếm, Hà Nội"
+    scorer = line_scores({text: -10.0, khanh_hoa: -11.0, ha_noi: -12.0})
+    conf = [0.5] * len(text)
+    # The model alone slightly prefers "Khánh Hoà", which has no Hoàn Kiếm; Hà Nội has it: each
+    # unit name that fits the fields read after it is worth the bonus, so the reading that
+    # fits wins.
+    out, snaps = snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=4.0),
+                             scorer=scorer)
+    assert out == ha_noi and [s.field for s in snaps] == [1]
+    # Keeping one reading at a time decides the province alone, and gets it wrong.
+    monkeypatch.setattr("vhrmodel.lexicon.RESCORE_BEAM", 1)
+    assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=4.0),
+                       scorer=scorer)[0] == khanh_hoa

@@ -35,9 +35,11 @@ nearest unit names (up to `RESCORE_CANDIDATES` of its group, or of the narrowed 
 least `RESCORE_MIN_SCORE`) are put in its place one at a time, every such line is scored by a
 `scorer` the caller supplies (`vhrmodel.predict.Recognizer` uses the CTC log-likelihood of the
 line under the model plus the LM's weighted log-probability: the score beam search maximises),
-and a field that names a unit gets `unit_bonus` more (natural log units): the prior that an
-address names real units, which a character n-gram cannot hold. The best line wins; a tie keeps
-the field as read. The thresholds of string snapping (`min_score`, `min_margin`,
+and a field that names a unit fitting the fields read after it (with the hierarchy: inside the
+province and district already chosen) gets `unit_bonus` more (natural log units): the prior that
+an address names real units that nest, which a character n-gram cannot hold. Fields are read from
+the end of the line keeping the `RESCORE_BEAM` best readings, so a province is chosen together
+with the district and wards that fit it; the best reading wins, and a tie keeps the field as read. The thresholds of string snapping (`min_score`, `min_margin`,
 `min_score_within`) are not used; `max_confidence`, `min_chars`, `hierarchy` and `prefixes` are.
 
 Defaults (`SnapSettings`): min_score 80, min_margin 6, max_confidence 0.9 on the "min"
@@ -70,7 +72,7 @@ RESCORE_CANDIDATES = 8
 #: ... that score at least this (rapidfuzz ratio, case-blind) against the field as read.
 RESCORE_MIN_SCORE = 50.0
 
-__all__ = ["GROUPS", "PREFIX_SCORE", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
+__all__ = ["GROUPS", "PREFIX_SCORE", "RESCORE_BEAM", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
            "lexicon_for", "repair_prefix", "split_unit_prefix", "units_in_labels"]
 
 
@@ -213,6 +215,7 @@ class Lexicon:
         self._within: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         self._within_cache: dict[Any, dict[str, str] | None] = {}
         self._matches: dict[Any, tuple[str, float, float] | None] = {}
+        self._scope_keys: dict[int, tuple[Any, frozenset[str]]] = {}
         for province, districts in (tree or {}).items():
             pkey = self._keys["province"].get(_name_key(province), _name_key(province))
             for district, wards in districts.items():
@@ -376,7 +379,10 @@ class Lexicon:
         punctuation aside, in either tone placement."""
         key = _name_key(unicodedata.normalize("NFC", name))
         if candidates is not None:
-            return key in {_name_key(form) for form in candidates}
+            entry = self._scope_keys.get(id(candidates))
+            if entry is None or entry[0] is not candidates:  # the entry pins the object, as in _choice_lists
+                entry = self._scope_keys[id(candidates)] = (candidates, frozenset(_name_key(f) for f in candidates))
+            return key in entry[1]
         return any(key in self._keys[g] for g in frozenset(groups))
 
     def split_prefix(self, field: str) -> tuple[str, str, frozenset[str]]:
@@ -399,6 +405,7 @@ class Lexicon:
         self._choices.clear()
         self._within_cache.clear()
         self._matches.clear()
+        self._scope_keys.clear()
         return added
 
 
@@ -581,47 +588,173 @@ def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
         starts.append(offset)
         offset += len(piece)
     fields_at = [k for k in range(0, len(pieces), 2) if pieces[k].strip()]
+    parsed = [_parse_field(k, pieces[k], starts[k], k in fields_at[-3:], k == fields_at[-1], confidences, lexicon,
+                           settings) for k in reversed(fields_at)]
     hierarchy = settings.hierarchy and lexicon.has_hierarchy
+    if settings.rescore:
+        return _rescore_fields(pieces, parsed, lexicon, settings, hierarchy, scorer)
     province = district = None  # canonical keys, once read (from the end of the line)
     out, snaps = list(pieces), []
-    for k in reversed(fields_at):
-        piece = pieces[k]
-        lead = len(piece) - len(piece.lstrip())
-        body = piece.strip()
-        prefix, name, groups = lexicon.split_prefix(body)
-        last = k == fields_at[-1]
-        written = prefix  # the prefix as the line has it
-        if settings.prefixes and not prefix and k in fields_at[-3:]:
-            repaired = repair_prefix(body)
-            if repaired is not None:
-                head = body[: len(body) - len(repaired[1])]
-                conf = _field_confidence(list(confidences[starts[k] + lead: starts[k] + lead + len(head)]),
-                                         settings.confidence)
-                if conf < settings.max_confidence:
-                    written, name = head, repaired[1]
-                    prefix, _, groups = lexicon.split_prefix(repaired[0] + name)
-        if hierarchy and not prefix and not last and province is not None:
-            groups = frozenset({"district", "ward"})  # an unprefixed field before the province
+    for f in parsed:
+        groups = f.groups_in(province, hierarchy)
         candidates = lexicon.within(province, district, groups) if hierarchy else None
-        final = name
-        name_at = starts[k] + lead + len(written)
-        name_confs = confidences[name_at: name_at + len(name)]
-        if settings.rescore:
-            def line_with(form: str) -> str:
-                return "".join(out[:k]) + piece[:lead] + prefix + form + piece[lead + len(body):] + "".join(out[k + 1:])
-
-            snap = _rescore_one(name, groups, candidates, lexicon, settings, name_confs, line_with, scorer)
-        else:
-            snap = _snap_one(name, groups, candidates, lexicon, settings, name_confs)
-        if snap is not None or written != prefix:
-            final, score, margin, conf = snap or (name, 100.0, 0.0, _field_confidence(
-                list(confidences[starts[k] + lead: name_at]), settings.confidence))
-            out[k] = piece[:lead] + prefix + final + piece[lead + len(body):]
-            snaps.append(Snap(k // 2, body, prefix + final, round(score, 2), round(margin, 2), round(conf, 5)))
+        final = f.name
+        snap = _snap_one(f.name, groups, candidates, lexicon, settings, f.name_confs)
+        if snap is not None or f.repaired:
+            final, score, margin, conf = snap or (f.name, 100.0, 0.0, f.prefix_conf)
+            out[f.k] = f.write(final)
+            snaps.append(Snap(f.k // 2, f.body, f.prefix + final, round(score, 2), round(margin, 2), round(conf, 5)))
         if hierarchy:
             province, district = _read_context(lexicon, final, groups, province, district)
     snaps.sort(key=lambda sn: sn.field)
     return "".join(out), snaps
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One comma-separated field of a line, as `snap_fields` reads it (the same in every path)."""
+
+    k: int  # index among the split pieces (fields and commas)
+    piece: str
+    lead: int  # spaces before the body
+    body: str
+    prefix: str  # the prefix to write (repaired when `repaired`)
+    name: str
+    groups: frozenset[str]
+    name_confs: tuple[float, ...]
+    prefix_conf: float
+    repaired: bool
+    last: bool
+
+    def groups_in(self, province: str | None, hierarchy: bool) -> frozenset[str]:
+        """The groups to search once `province` is known: an unprefixed field before the province
+        names one of its districts or wards."""
+        if hierarchy and not self.prefix and not self.last and province is not None:
+            return frozenset({"district", "ward"})
+        return self.groups
+
+    def unit_shaped(self, settings: SnapSettings) -> bool:
+        """Whether the name part can be a unit name the lexicon handles: `min_chars` letters, no digit."""
+        return sum(ch.isalpha() for ch in self.name) >= settings.min_chars and not any(ch.isdigit() for ch in self.name)
+
+    def write(self, name: str) -> str:
+        """The piece with its prefix and `name`, spaces around it as they were."""
+        return self.piece[: self.lead] + self.prefix + name + self.piece[self.lead + len(self.body):]
+
+
+def _parse_field(k: int, piece: str, start: int, repairable: bool, last: bool, confidences: Sequence[float],
+                 lexicon: Lexicon, settings: SnapSettings) -> _Field:
+    lead = len(piece) - len(piece.lstrip())
+    body = piece.strip()
+    prefix, name, groups = lexicon.split_prefix(body)
+    written = prefix  # the prefix as the line has it
+    if settings.prefixes and not prefix and repairable:
+        repaired = repair_prefix(body)
+        if repaired is not None:
+            head = body[: len(body) - len(repaired[1])]
+            conf = _field_confidence(list(confidences[start + lead: start + lead + len(head)]), settings.confidence)
+            if conf < settings.max_confidence:
+                written, name = head, repaired[1]
+                prefix, _, groups = lexicon.split_prefix(repaired[0] + name)
+    name_at = start + lead + len(written)
+    return _Field(k, piece, lead, body, prefix, name, groups, tuple(confidences[name_at: name_at + len(name)]),
+                  _field_confidence(list(confidences[start + lead: name_at]), settings.confidence),
+                  written != prefix, last)
+
+
+#: Rescoring keeps this many readings of the fields read so far (from the end of the line).
+RESCORE_BEAM = 4
+
+
+@dataclass
+class _Reading:
+    pieces: list[str]
+    province: str | None
+    district: str | None
+    snaps: list[Snap]
+    units: int  # fields read as unit names (each worth `unit_bonus`)
+    raw: float | None  # the scorer's score of the line (None: not scored yet)
+
+
+def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexicon, settings: SnapSettings,
+                    hierarchy: bool, scorer: Callable[[Sequence[str]], Sequence[float]]) -> tuple[str, list[Snap]]:
+    """`snap_fields` with `settings.rescore`: a beam of `RESCORE_BEAM` readings over the fields, from
+    the end of the line, so a province is chosen together with the district and wards that fit it."""
+    text = "".join(pieces)
+    readings = [_Reading(list(pieces), None, None, [], 0, None)]
+    for f in parsed:
+        options: list[tuple[_Reading, str, float, bool, frozenset[str], float]] = []
+        for r in readings:
+            groups = f.groups_in(r.province, hierarchy)
+            scope = lexicon.within(r.province, r.district, groups) if hierarchy else None
+
+            def unit(name: str) -> bool:  # names a unit that fits the fields read after it
+                return f.unit_shaped(settings) and lexicon.names_unit(name, groups, scope)
+
+            names, conf = _rescore_candidates(f, groups, scope, lexicon, settings) or ([], f.prefix_conf)
+            options.append((r, f.name, 100.0, unit(f.name), groups, conf))
+            options += [(r, form, score, unit(form), groups, conf) for form, score in names]
+        lines = []
+        for r, name, *_ in options:
+            new = list(r.pieces)
+            new[f.k] = f.write(name)
+            lines.append(new)
+        # A line this field leaves as it was keeps its score: the scorer sees only new lines.
+        scores = [r.raw if name == f.name and not f.repaired else None for r, name, *_ in options]
+        todo = [i for i, v in enumerate(scores) if v is None]
+        if todo:
+            fresh = [float(v) for v in scorer(["".join(lines[i]) for i in todo])]
+            if len(fresh) != len(todo):
+                raise ValueError(f"the scorer gave {len(fresh)} scores for {len(todo)} lines")
+            for i, v in zip(todo, fresh):
+                scores[i] = v
+        as_read: dict[int, float] = {}
+        for (r, name, _, unit, _, _), score in zip(options, scores):
+            if name == f.name:
+                as_read.setdefault(id(r), score + settings.unit_bonus * (r.units + unit))
+        ranked, seen = [], set()
+        for i in sorted(range(len(options)), key=lambda i: (-(scores[i] + settings.unit_bonus *
+                                                              (options[i][0].units + options[i][3])), i)):
+            r, name, fuzzy, unit, groups, conf = options[i]
+            line = "".join(lines[i])
+            if line in seen or not math.isfinite(scores[i]):
+                continue
+            seen.add(line)
+            total = scores[i] + settings.unit_bonus * (r.units + unit)
+            snaps = list(r.snaps)
+            if name != f.name or f.repaired:
+                gain = total - as_read.get(id(r), total)
+                snaps.append(Snap(f.k // 2, f.body, f.prefix + name, round(fuzzy, 2), round(gain, 2), round(conf, 5)))
+            province, district = (_read_context(lexicon, name, groups, r.province, r.district) if hierarchy
+                                  else (None, None))
+            ranked.append(_Reading(lines[i], province, district, snaps, r.units + unit, scores[i]))
+            if len(ranked) == RESCORE_BEAM:
+                break
+        if not ranked:  # the scorer ruled every reading out: leave the line as it is
+            return text, []
+        readings = ranked
+    best = readings[0]
+    best.snaps.sort(key=lambda sn: sn.field)
+    return "".join(best.pieces), best.snaps
+
+
+def _rescore_candidates(f: _Field, groups: frozenset[str], scope: Mapping[str, str] | None, lexicon: Lexicon,
+                        settings: SnapSettings) -> tuple[list[tuple[str, float]], float] | None:
+    """(nearest unit names other than the field as read, the field's confidence) when the field is
+    rescored, else None."""
+    if not f.unit_shaped(settings):
+        return None
+    conf = _field_confidence(list(f.name_confs), settings.confidence)
+    if conf >= settings.max_confidence:
+        return None
+    near = lexicon.nearest(f.name, groups, scope) if scope else []
+    if not near:  # nothing in the narrowed list: the whole group, as string snapping does
+        scope = None
+        near = lexicon.nearest(f.name, groups)
+    if f.name.isupper():
+        near = [(form.upper(), score) for form, score in near]
+    near = [(form, score) for form, score in near if form != f.name]
+    return (near, conf) if near else None
 
 
 def _snap_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] | None, lexicon: Lexicon,
@@ -644,41 +777,6 @@ def _snap_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] |
         if score >= min_score and margin >= settings.min_margin:
             return (form, score, margin, conf) if form != name else None
     return None
-
-
-def _rescore_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] | None, lexicon: Lexicon,
-                 settings: SnapSettings, confidences: Sequence[float], line_with: Callable[[str], str],
-                 scorer: Callable[[Sequence[str]], Sequence[float]]) -> tuple[str, float, float, float] | None:
-    """(new name, its string score, its score gain over the name as read, confidence) when the
-    scorer prefers a nearby unit name to the field as read, else None."""
-    letters = sum(ch.isalpha() for ch in name)
-    if letters < settings.min_chars or any(ch.isdigit() for ch in name):
-        return None
-    conf = _field_confidence(list(confidences), settings.confidence)
-    if conf >= settings.max_confidence:
-        return None
-    scope = candidates
-    near = lexicon.nearest(name, groups, scope) if scope else []
-    if not near:  # nothing in the narrowed list: the whole group, as string snapping does
-        scope = None
-        near = lexicon.nearest(name, groups)
-    if name.isupper():
-        near = [(form.upper(), score) for form, score in near]
-    near = [(form, score) for form, score in near if form != name]
-    if not near:
-        return None
-    forms = [name] + [form for form, _ in near]
-    scores = [float(v) for v in scorer([line_with(form) for form in forms])]
-    if len(scores) != len(forms):
-        raise ValueError(f"the scorer gave {len(scores)} scores for {len(forms)} lines")
-    bonus = settings.unit_bonus
-    scores[0] += bonus if lexicon.names_unit(name, groups, scope) else 0.0
-    for i in range(1, len(scores)):
-        scores[i] += bonus
-    best = max(range(len(forms)), key=lambda i: (scores[i], -i))  # ties: the earlier (the field as read)
-    if best == 0 or not math.isfinite(scores[best]):
-        return None
-    return forms[best], near[best - 1][1], scores[best] - scores[0], conf
 
 
 def _read_context(lexicon: Lexicon, name: str, groups: frozenset[str], province: str | None,
