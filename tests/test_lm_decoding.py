@@ -183,7 +183,8 @@ def test_recognizer_line_scorer_is_the_ctc_likelihood_plus_the_weighted_lm(model
     logits = np.random.default_rng(0).normal(size=(30, len(rec.charset) + 1)).astype(np.float32)
     lines = ["Hà Nội", "Ha Nội", "Hà, Nội"]  # the fixtures' charset has no comma
     scores = rec.line_scorer(logits)(lines)
-    ll = ctc_log_likelihood(log_softmax(np.stack([logits, logits])), [rec.charset.encode(x).tolist() for x in lines[:2]])
+    ids = [rec.charset.encode(x).tolist() for x in lines[:2]]
+    ll = ctc_log_likelihood(log_softmax(np.stack([logits, logits])), ids)
     assert scores[:2] == pytest.approx([ll[0] + 0.5 * lm.score(lines[0]), ll[1] + 0.5 * lm.score(lines[1])])
     assert scores[2] == -np.inf
     greedy = Recognizer(model_file)  # no LM: the model alone

@@ -39,8 +39,9 @@ and a field that names a unit fitting the fields read after it (with the hierarc
 province and district already chosen) gets `unit_bonus` more (natural log units): the prior that
 an address names real units that nest, which a character n-gram cannot hold. Fields are read from
 the end of the line keeping the `RESCORE_BEAM` best readings, so a province is chosen together
-with the district and wards that fit it; the best reading wins, and a tie keeps the field as read. The thresholds of string snapping (`min_score`, `min_margin`,
-`min_score_within`) are not used; `max_confidence`, `min_chars`, `hierarchy` and `prefixes` are.
+with the district and wards that fit it; the best reading wins, and a tie keeps the field as read.
+The thresholds of string snapping (`min_score`, `min_margin`, `min_score_within`) are not used;
+`max_confidence`, `min_chars`, `hierarchy` and `prefixes` are.
 
 Defaults (`SnapSettings`): min_score 80, min_margin 6, max_confidence 0.9 on the "min"
 confidence, min_chars 4. `vhrmodel tune-lm` tunes them on val and stores them in the LM file.
@@ -72,7 +73,8 @@ RESCORE_CANDIDATES = 8
 #: ... that score at least this (rapidfuzz ratio, case-blind) against the field as read.
 RESCORE_MIN_SCORE = 50.0
 
-__all__ = ["GROUPS", "PREFIX_SCORE", "RESCORE_BEAM", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings", "Snap", "Lexicon", "snap_fields", "default_lexicon",
+__all__ = ["GROUPS", "PREFIX_SCORE", "RESCORE_BEAM", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings",
+           "Snap", "Lexicon", "snap_fields", "default_lexicon",
            "lexicon_for", "repair_prefix", "split_unit_prefix", "units_in_labels"]
 
 
@@ -98,8 +100,8 @@ class SnapSettings:
         rescore: choose among the nearest unit names by the caller's line scorer instead of by
             string score and margin (see the module docstring); `snap_fields` then needs a
             `scorer`. Settings stored before this existed read as False.
-        unit_bonus: (rescore) added to the score of a line for each rescored field that names a
-            unit, in natural log units; 0 lets the scorer alone decide.
+        unit_bonus: (rescore) added to the score of a reading for each field that names a unit
+            fitting the fields read after it, in natural log units; 0 lets the scorer alone decide.
     """
 
     min_score: float = 80.0
@@ -635,7 +637,8 @@ class _Field:
 
     def unit_shaped(self, settings: SnapSettings) -> bool:
         """Whether the name part can be a unit name the lexicon handles: `min_chars` letters, no digit."""
-        return sum(ch.isalpha() for ch in self.name) >= settings.min_chars and not any(ch.isdigit() for ch in self.name)
+        letters = sum(ch.isalpha() for ch in self.name)
+        return letters >= settings.min_chars and not any(ch.isdigit() for ch in self.name)
 
     def write(self, name: str) -> str:
         """The piece with its prefix and `name`, spaces around it as they were."""
@@ -688,12 +691,12 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
             groups = f.groups_in(r.province, hierarchy)
             scope = lexicon.within(r.province, r.district, groups) if hierarchy else None
 
-            def unit(name: str) -> bool:  # names a unit that fits the fields read after it
+            def fits(name: str) -> bool:  # names a unit that fits the fields read after it
                 return f.unit_shaped(settings) and lexicon.names_unit(name, groups, scope)
 
             names, conf = _rescore_candidates(f, groups, scope, lexicon, settings) or ([], f.prefix_conf)
-            options.append((r, f.name, 100.0, unit(f.name), groups, conf))
-            options += [(r, form, score, unit(form), groups, conf) for form, score in names]
+            options.append((r, f.name, 100.0, fits(f.name), groups, conf))
+            options += [(r, form, score, fits(form), groups, conf) for form, score in names]
         lines = []
         for r, name, *_ in options:
             new = list(r.pieces)
@@ -709,25 +712,25 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
             for i, v in zip(todo, fresh):
                 scores[i] = v
         as_read: dict[int, float] = {}
-        for (r, name, _, unit, _, _), score in zip(options, scores):
+        for (r, name, _, is_unit, _, _), score in zip(options, scores):
             if name == f.name:
-                as_read.setdefault(id(r), score + settings.unit_bonus * (r.units + unit))
+                as_read.setdefault(id(r), score + settings.unit_bonus * (r.units + is_unit))
         ranked, seen = [], set()
         for i in sorted(range(len(options)), key=lambda i: (-(scores[i] + settings.unit_bonus *
                                                               (options[i][0].units + options[i][3])), i)):
-            r, name, fuzzy, unit, groups, conf = options[i]
+            r, name, fuzzy, is_unit, groups, conf = options[i]
             line = "".join(lines[i])
             if line in seen or not math.isfinite(scores[i]):
                 continue
             seen.add(line)
-            total = scores[i] + settings.unit_bonus * (r.units + unit)
+            total = scores[i] + settings.unit_bonus * (r.units + is_unit)
             snaps = list(r.snaps)
             if name != f.name or f.repaired:
                 gain = total - as_read.get(id(r), total)
                 snaps.append(Snap(f.k // 2, f.body, f.prefix + name, round(fuzzy, 2), round(gain, 2), round(conf, 5)))
             province, district = (_read_context(lexicon, name, groups, r.province, r.district) if hierarchy
                                   else (None, None))
-            ranked.append(_Reading(lines[i], province, district, snaps, r.units + unit, scores[i]))
+            ranked.append(_Reading(lines[i], province, district, snaps, r.units + is_unit, scores[i]))
             if len(ranked) == RESCORE_BEAM:
                 break
         if not ranked:  # the scorer ruled every reading out: leave the line as it is
