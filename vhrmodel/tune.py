@@ -24,7 +24,7 @@ DEFAULT_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
 DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 6.0, 10.0),
                      "max_confidence": (0.5, 0.7, 0.9, 1.01), "hierarchy": (False, True),
                      "min_score_within": (50.0, 60.0, 70.0, 80.0), "prefixes": (False, True)}
-#: Rescoring settings tried by default besides (`vhrmodel.lexicon`; string thresholds do not apply).
+#: Rescoring settings tried by default after `DEFAULT_SNAP_GRID` (`vhrmodel.lexicon`; string thresholds do not apply).
 DEFAULT_RESCORE_GRID = {"rescore": (True,), "hierarchy": (True,), "max_confidence": (0.7, 0.9, 1.01),
                         "unit_bonus": (0.0, 2.0, 4.0, 8.0, 16.0), "prefixes": (False, True)}
 
