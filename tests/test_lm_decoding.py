@@ -207,6 +207,29 @@ def test_recognizer_rescoring_follows_what_the_model_read(model_file):
     assert rec.apply_lexicon(["Ha Nội"], [0.9], plain, lengths, char_confs=[[0.3] * 6])[0] == ["Hà Nội"]
 
 
+def test_an_lm_tuned_to_rescore_makes_predict_rescore(model_file, lm_file, test_images, tmp_path):
+    tuned = SnapSettings(rescore=True, unit_bonus=8.0, max_confidence=1.01)
+    path = write_tuned(lm_file, {"lm_weight": 0.2, "lexicon": True, "snap": tuned.to_dict()}, tmp_path / "rescore.json")
+    rec = Recognizer(model_file, decoder="beam", beam_width=3, lm=read_char_lm(path), lexicon=True)
+    assert rec.snap == tuned and rec.snap.rescore
+    calls = []
+    scorer = rec.line_scorer
+
+    def counting(logits):  # every decoded line gets a scorer of its own frames
+        calls.append(logits.shape)
+        return scorer(logits)
+
+    rec.line_scorer = counting
+    preds = rec.recognize(test_images)
+    assert len(preds) == len(test_images) and all(isinstance(p.text, str) for p in preds)
+    assert calls and len(calls) == sum(bool(p.text) for p in preds)
+    # the CLI reads the same tuned record: predict with that LM and --lexicon runs and prints one line per image
+    out = run("predict", "--model", model_file, *test_images, "--decoder", "beam", "--lm", path, "--lexicon",
+              "--no-warm-up")
+    assert out.exit_code == 0, out.output
+    assert len([x for x in out.output.splitlines() if x.strip()]) == len(test_images)
+
+
 def test_evaluate_with_beam_lm_and_lexicon_end_to_end(model_file, line_store, lm_file, tmp_path):
     out = tmp_path / "eval"
     result = run("evaluate", "--model", model_file, "--store", line_store, "--split", "test", "--out", out,
