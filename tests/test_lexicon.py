@@ -454,3 +454,40 @@ def test_rescoring_chooses_the_province_together_with_the_district_that_fits_it(
     monkeypatch.setattr("vhrmodel.lexicon.RESCORE_BEAM", 1)
     assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=4.0),
                        scorer=scorer)[0] == khanh_hoa
+
+
+def test_rescoring_reads_house_number_fields_against_street_names():
+    from dataclasses import replace
+
+    lex = Lexicon({"province": ["Hà Nội"], "street": ["Lê Lợi", "Lê Lai"]})
+    text = "Số 12 Lê Lọi, Hà Nội"
+    fixed = "Số 12 Lê Lợi, Hà Nội"
+    scorer = line_scores({text: -10.0, fixed: -11.0, "Số 12 Lê Lai, Hà Nội": -13.0})
+    conf = [0.5] * len(text)
+    on = SnapSettings(rescore=True, max_confidence=1.01, streets=True, street_bonus=2.0)
+    out, snaps = snap_fields(text, conf, lex, on, scorer=scorer)
+    assert out == fixed and [(s.before, s.after) for s in snaps] == [("Số 12 Lê Lọi", "Số 12 Lê Lợi")]
+    # streets off (the default, and settings stored before streets existed): the field is left alone
+    assert snap_fields(text, conf, lex, replace(on, streets=False), scorer=scorer) == (text, [])
+    assert SnapSettings.from_dict({k: v for k, v in on.to_dict().items() if k not in ("streets", "street_bonus")}
+                                  ).streets is False
+    # no bonus: the scorer alone prefers the field as read
+    assert snap_fields(text, conf, lex, replace(on, street_bonus=0.0), scorer=scorer) == (text, [])
+    with pytest.raises(ValueError, match="street_bonus"):
+        SnapSettings(street_bonus=-1.0)
+
+
+def test_streets_come_from_the_generator_and_the_training_labels_beside_an_lm():
+    from vhrmodel.lexicon import lexicon_for, split_street, streets_in_labels
+
+    assert split_street("458/10/11 Huỳnh Tấn Phát") == ("458/10/11 ", "Huỳnh Tấn Phát")
+    assert split_street("Số 9 đường Láng") == ("Số 9 đường ", "Láng")
+    for field in ("Phường 12", "Số nhà 52", "62 - 64 Bùi Thị Xuân", "7A28/1 ấp 7", "Thôn Nứa"):
+        assert split_street(field) is None, field
+    labels = ["Số 9 Phố Huế Mới, Phường 2, Quận 1, TP Hồ Chí Minh", "Thôn 2, Xã An Bình, Huyện Ba Vì, Hà Nội"]
+    assert streets_in_labels(labels) == ["Huế Mới"]
+    lm = build_char_lm(labels, order=3)
+    assert lm.meta["streets"] == ["Huế Mới"]
+    lexicon = lexicon_for(lm)
+    assert lexicon.names_unit("huế mới", {"street"}) and lexicon.names_unit("Trần Phú", {"street"})
+    assert not default_lexicon().names_unit("Huế Mới", {"street"})  # only beside that LM

@@ -63,6 +63,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 GROUPS = ("ward", "district", "province")
+#: Street names (the generator's list, plus the training labels' streets beside an LM); only
+#: rescoring with `SnapSettings.streets` reads them.
+STREET = "street"
+_ALL_GROUPS = (*GROUPS, STREET)
 #: The rapidfuzz ratio a misread prefix needs against a written-out one (`SnapSettings.prefixes`).
 PREFIX_SCORE = 80.0
 CONFIDENCE_MODES = ("min", "mean")
@@ -73,8 +77,8 @@ RESCORE_CANDIDATES = 8
 #: ... that score at least this (rapidfuzz ratio, case-blind) against the field as read.
 RESCORE_MIN_SCORE = 50.0
 
-__all__ = ["GROUPS", "PREFIX_SCORE", "RESCORE_BEAM", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings",
-           "Snap", "Lexicon", "snap_fields", "default_lexicon",
+__all__ = ["GROUPS", "STREET", "PREFIX_SCORE", "RESCORE_BEAM", "RESCORE_CANDIDATES", "RESCORE_MIN_SCORE", "SnapSettings",
+           "Snap", "Lexicon", "snap_fields", "default_lexicon", "split_street", "streets_in_labels",
            "lexicon_for", "repair_prefix", "split_unit_prefix", "units_in_labels"]
 
 
@@ -102,6 +106,9 @@ class SnapSettings:
             `scorer`. Settings stored before this existed read as False.
         unit_bonus: (rescore) added to the score of a reading for each field that names a unit
             fitting the fields read after it, in natural log units; 0 lets the scorer alone decide.
+        streets: (rescore) a field that reads as a house number and a street (`split_street`) is
+            rescored against the street names too, each earning `street_bonus`.
+        street_bonus: (rescore, streets) as `unit_bonus`, for a street name of the lexicon.
     """
 
     min_score: float = 80.0
@@ -114,14 +121,16 @@ class SnapSettings:
     prefixes: bool = True
     rescore: bool = False
     unit_bonus: float = 4.0
+    streets: bool = False
+    street_bonus: float = 2.0
 
     def __post_init__(self):
         if self.confidence not in CONFIDENCE_MODES:
             raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}. Received: confidence={self.confidence!r}")
         if not (0 <= self.min_score <= 100 and 0 <= self.min_score_within <= 100) or self.min_margin < 0 \
-                or self.min_chars < 1 or not self.unit_bonus >= 0:
+                or self.min_chars < 1 or not self.unit_bonus >= 0 or not self.street_bonus >= 0:
             raise ValueError("min_score and min_score_within must be in [0, 100], min_margin >= 0, min_chars >= 1 and "
-                             f"unit_bonus >= 0. Received: {self}")
+                             f"unit_bonus and street_bonus >= 0. Received: {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +143,7 @@ class SnapSettings:
         if unknown:
             raise ValueError(f"unknown snap settings {unknown}; known: {sorted(known)}")
         # Tuned before the hierarchy existed: keep the behaviour those values were chosen for.
-        return cls(**{"hierarchy": False, "prefixes": False, "rescore": False, **dict(d)})
+        return cls(**{"hierarchy": False, "prefixes": False, "rescore": False, "streets": False, **dict(d)})
 
 
 @dataclass(frozen=True)
@@ -195,10 +204,10 @@ class Lexicon:
 
         require_lite("lexicon", "snapping address fields to unit names (--lexicon)")
 
-        unknown = sorted(set(names) - set(GROUPS))
+        unknown = sorted(set(names) - set(_ALL_GROUPS))
         if unknown:
-            raise ValueError(f"unknown lexicon groups {unknown}; known: {list(GROUPS)}")
-        self.forms: dict[str, dict[str, str]] = {g: {} for g in GROUPS}  # group -> written form -> canonical
+            raise ValueError(f"unknown lexicon groups {unknown}; known: {list(_ALL_GROUPS)}")
+        self.forms: dict[str, dict[str, str]] = {g: {} for g in _ALL_GROUPS}  # group -> written form -> canonical
         for group, items in names.items():
             for item in items:
                 form, canonical = (item, item) if isinstance(item, str) else item
@@ -212,7 +221,7 @@ class Lexicon:
         self._prefix_order = sorted(self.prefixes, key=len, reverse=True)
         self._choices: dict[Any, tuple[list[str], list[str], list[str]]] = {}
         # name key of any spelling -> canonical key, per group (what a field resolves to)
-        self._keys = {g: {_name_key(form): canonical for form, canonical in self.forms[g].items()} for g in GROUPS}
+        self._keys = {g: {_name_key(form): canonical for form, canonical in self.forms[g].items()} for g in _ALL_GROUPS}
         # (province key, district key or "") -> {"district" | "ward": {written form: canonical}}
         self._within: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
         self._within_cache: dict[Any, dict[str, str] | None] = {}
@@ -268,8 +277,8 @@ class Lexicon:
                 tree.setdefault(province, {}).setdefault(wards[0].district, []).extend(u.ward for u in wards)
         for province, wards in g.modern.items():
             tree.setdefault(province, {}).setdefault("", []).extend(u.ward for u in wards)
-        return cls({"ward": sorted(g.ward_names()), "district": sorted(g.district_names()), "province": provinces},
-                   tree=tree)
+        return cls({"ward": sorted(g.ward_names()), "district": sorted(g.district_names()), "province": provinces,
+                    STREET: sorted(set(g.streets))}, tree=tree)
 
     @property
     def has_hierarchy(self) -> bool:
@@ -310,7 +319,7 @@ class Lexicon:
             if candidates is not None:
                 merged = dict(candidates)
             else:
-                for g in GROUPS:
+                for g in _ALL_GROUPS:
                     if g in groups:
                         for form, canonical in self.forms[g].items():
                             merged.setdefault(form, canonical)
@@ -394,6 +403,21 @@ class Lexicon:
         """
         return split_unit_prefix(field, self.prefixes, self._prefix_order)
 
+    def add_streets(self, names: Iterable[str]) -> int:
+        """Add street names (e.g. `streets_in_labels` of the training labels); returns how many were new."""
+        added = 0
+        for name in names:
+            form = unicodedata.normalize("NFC", str(name)).strip()
+            key = _name_key(form)
+            if not key:
+                continue
+            added += int(key not in self._keys[STREET])
+            canonical = self._keys[STREET].setdefault(key, key)
+            self.forms[STREET].setdefault(form, canonical)
+        self._choices.clear()
+        self._matches.clear()
+        return added
+
     def add_units(self, units: Iterable[Sequence[str]]) -> int:
         """Add (province, district, ward) units, e.g. `units_in_labels` of the training labels, to
         the names and the hierarchy; returns how many were new. A unit whose province is not
@@ -418,9 +442,10 @@ def default_lexicon() -> Lexicon:
 
 
 @functools.lru_cache(maxsize=4)
-def _lexicon_with(units: tuple[tuple[str, str, str], ...]) -> Lexicon:
+def _lexicon_with(units: tuple[tuple[str, str, str], ...], streets: tuple[str, ...] = ()) -> Lexicon:
     lexicon = Lexicon.from_gazetteer()
     lexicon.add_units(units)
+    lexicon.add_streets(streets)
     return lexicon
 
 
@@ -429,10 +454,11 @@ def lexicon_for(lm=None) -> Lexicon:
     LM's training labels (its meta "units", written by `vhrmodel.lm.build_char_lm`) when it has
     them: the names the real lines use, including units merged away since (the gazetteer holds
     today's units). Built once per set of units."""
-    units = (getattr(lm, "meta", None) or {}).get("units") or []
-    if not units:
+    meta = getattr(lm, "meta", None) or {}
+    units, streets = meta.get("units") or [], meta.get("streets") or []
+    if not units and not streets:
         return default_lexicon()
-    return _lexicon_with(tuple(tuple(str(x) for x in u) for u in units))
+    return _lexicon_with(tuple(tuple(str(x) for x in u) for u in units), tuple(str(x) for x in streets))
 
 
 def split_unit_prefix(field: str, prefixes: Mapping[str, frozenset[str]] | None = None,
@@ -549,6 +575,43 @@ def units_in_labels(texts: Iterable[str]) -> list[tuple[str, str, str]]:
 
 
 _FIELD_SPLIT = re.compile(r"(,)")
+#: A house number (after an optional "Số"/"Số nhà"), an optional "đường"/"phố", then a street name: a
+#: letter first, no digits.
+_STREET_FIELD = re.compile(r"^(?P<head>(?:số\s+(?:nhà\s+)?)?\d[\w/\-]*\s+(?:(?:đường|phố)\s+)?)(?P<name>[^\W\d_]\D*)$",
+                           re.IGNORECASE)
+
+
+def split_street(field: str) -> tuple[str, str] | None:
+    """(house number part with its space, street name) of a stripped field that reads as a house
+    number and a street, or None.
+
+    Example:
+        >>> split_street("Số 12 đường Lê Lợi")
+        ('Số 12 đường ', 'Lê Lợi')
+        >>> split_street("Phường 12") is None
+        True
+    """
+    m = _STREET_FIELD.match(field)
+    if m is None or sum(ch.isalpha() for ch in m.group("name")) < 2:
+        return None
+    return m.group("head"), m.group("name")
+
+
+def streets_in_labels(texts: Iterable[str]) -> list[str]:
+    """The street names of address lines whose first field is a house number and a street
+    (`split_street`), sorted, each once.
+
+    Example:
+        >>> streets_in_labels(["Số 9 Lê Lợi, Phường 2, Quận 1, TP Hồ Chí Minh", "Thôn 2, Xã An Bình, Huyện Ba Vì, Hà Nội"])
+        ['Lê Lợi']
+    """
+    found: set[str] = set()
+    for text in texts:
+        first = unicodedata.normalize("NFC", str(text)).split(",")[0].strip()
+        parts = split_street(first)
+        if parts is not None:
+            found.add(parts[1].strip())
+    return sorted(found)
 
 
 def _field_confidence(values: Sequence[float], mode: str) -> float:
@@ -659,6 +722,10 @@ def _parse_field(k: int, piece: str, start: int, repairable: bool, last: bool, c
             if conf < settings.max_confidence:
                 written, name = head, repaired[1]
                 prefix, _, groups = lexicon.split_prefix(repaired[0] + name)
+    if settings.streets and not prefix:
+        street = split_street(body)
+        if street is not None:
+            written, prefix, name, groups = street[0], street[0], street[1], frozenset({STREET})
     name_at = start + lead + len(written)
     return _Field(k, piece, lead, body, prefix, name, groups, tuple(confidences[name_at: name_at + len(name)]),
                   _field_confidence(list(confidences[start + lead: name_at]), settings.confidence),
@@ -675,7 +742,7 @@ class _Reading:
     province: str | None
     district: str | None
     snaps: list[Snap]
-    units: int  # fields read as unit names (each worth `unit_bonus`)
+    bonus: float  # what the fields read as names earned (`unit_bonus`, `street_bonus`)
     raw: float | None  # the scorer's score of the line (None: not scored yet)
 
 
@@ -684,15 +751,16 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
     """`snap_fields` with `settings.rescore`: a beam of `RESCORE_BEAM` readings over the fields, from
     the end of the line, so a province is chosen together with the district and wards that fit it."""
     text = "".join(pieces)
-    readings = [_Reading(list(pieces), None, None, [], 0, None)]
+    readings = [_Reading(list(pieces), None, None, [], 0.0, None)]
     for f in parsed:
-        options: list[tuple[_Reading, str, float, bool, frozenset[str], float]] = []
+        options: list[tuple[_Reading, str, float, float, frozenset[str], float]] = []
+        bonus = settings.street_bonus if f.groups == {STREET} else settings.unit_bonus
         for r in readings:
             groups = f.groups_in(r.province, hierarchy)
             scope = lexicon.within(r.province, r.district, groups) if hierarchy else None
 
-            def fits(name: str) -> bool:  # names a unit that fits the fields read after it
-                return f.unit_shaped(settings) and lexicon.names_unit(name, groups, scope)
+            def fits(name: str) -> float:  # names a unit that fits the fields read after it (or a street)
+                return bonus if f.unit_shaped(settings) and lexicon.names_unit(name, groups, scope) else 0.0
 
             names, conf = _rescore_candidates(f, groups, scope, lexicon, settings) or ([], f.prefix_conf)
             options.append((r, f.name, 100.0, fits(f.name), groups, conf))
@@ -712,25 +780,24 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
             for i, v in zip(todo, fresh):
                 scores[i] = v
         as_read: dict[int, float] = {}
-        for (r, name, _, is_unit, _, _), score in zip(options, scores):
+        for (r, name, _, earned, _, _), score in zip(options, scores):
             if name == f.name:
-                as_read.setdefault(id(r), score + settings.unit_bonus * (r.units + is_unit))
+                as_read.setdefault(id(r), score + r.bonus + earned)
         ranked, seen = [], set()
-        for i in sorted(range(len(options)), key=lambda i: (-(scores[i] + settings.unit_bonus *
-                                                              (options[i][0].units + options[i][3])), i)):
-            r, name, fuzzy, is_unit, groups, conf = options[i]
+        for i in sorted(range(len(options)), key=lambda i: (-(scores[i] + options[i][0].bonus + options[i][3]), i)):
+            r, name, fuzzy, earned, groups, conf = options[i]
             line = "".join(lines[i])
             if line in seen or not math.isfinite(scores[i]):
                 continue
             seen.add(line)
-            total = scores[i] + settings.unit_bonus * (r.units + is_unit)
+            total = scores[i] + r.bonus + earned
             snaps = list(r.snaps)
             if name != f.name or f.repaired:
                 gain = total - as_read.get(id(r), total)
                 snaps.append(Snap(f.k // 2, f.body, f.prefix + name, round(fuzzy, 2), round(gain, 2), round(conf, 5)))
             province, district = (_read_context(lexicon, name, groups, r.province, r.district) if hierarchy
                                   else (None, None))
-            ranked.append(_Reading(lines[i], province, district, snaps, r.units + is_unit, scores[i]))
+            ranked.append(_Reading(lines[i], province, district, snaps, r.bonus + earned, scores[i]))
             if len(ranked) == RESCORE_BEAM:
                 break
         if not ranked:  # the scorer ruled every reading out: leave the line as it is

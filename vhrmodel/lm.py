@@ -13,6 +13,9 @@ An LM file is the JSON of a `vhrmodel.decoding.CharNgramLM` (order, vocabulary, 
 - "units": the (province, district, ward) units the training labels name
   (`vhrmodel.lexicon.units_in_labels`); the lexicon step snaps to them as well as to the
   gazetteer's names (`vhrmodel.lexicon.lexicon_for`).
+- "streets": the street names of the training labels' house-number fields
+  (`vhrmodel.lexicon.streets_in_labels`); rescoring with `SnapSettings.streets` reads them beside
+  the generator's street list.
 
 Files written before "meta" existed load unchanged (no build record, no tuned values).
 
@@ -104,11 +107,14 @@ def build_char_lm(labels: Iterable[str], corpus: Iterable[str] | None = None, *,
     share = labels_share if labels and corpus else (1.0 if labels else 0.0)
     lm.meta = {"built": {"order": int(order), "labels_share": share, "digit_class": bool(digit_class),
                          "sources": sources}}
-    from vhrmodel.lexicon import units_in_labels
+    from vhrmodel.lexicon import streets_in_labels, units_in_labels
 
     units = units_in_labels(labels)
     if units:  # the lexicon adds them to the gazetteer's names (`vhrmodel.lexicon.lexicon_for`)
         lm.meta["units"] = [list(u) for u in units]
+    streets = streets_in_labels(labels)
+    if streets:  # ... and these to the generator's street names
+        lm.meta["streets"] = streets
     return lm
 
 

@@ -26,7 +26,8 @@ DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 
                      "min_score_within": (50.0, 60.0, 70.0, 80.0), "prefixes": (False, True)}
 #: Rescoring settings tried by default after `DEFAULT_SNAP_GRID` (`vhrmodel.lexicon`; string thresholds do not apply).
 DEFAULT_RESCORE_GRID = {"rescore": (True,), "hierarchy": (True,), "max_confidence": (0.7, 0.9, 1.01),
-                        "unit_bonus": (0.0, 2.0, 4.0, 8.0, 16.0), "prefixes": (False, True)}
+                        "unit_bonus": (0.0, 2.0, 4.0, 8.0, 16.0), "prefixes": (False, True),
+                        "streets": (False, True), "street_bonus": (2.0, 4.0, 8.0, 16.0)}
 
 TEST_REFUSED = "tune-lm never tunes on a test split ({split!r}); tune on --split val and report test with evaluate"
 
@@ -52,6 +53,9 @@ def snap_settings_grid(grid: dict[str, Sequence[float]] | None = None) -> list:
         snap = SnapSettings(**dict(zip(keys, values)))
         # Without the hierarchy, min_score_within changes nothing: try one value of it.
         if not snap.hierarchy and "min_score_within" in grid and snap.min_score_within != grid["min_score_within"][0]:
+            continue
+        # Without streets, street_bonus changes nothing: try one value of it.
+        if not snap.streets and "street_bonus" in grid and snap.street_bonus != grid["street_bonus"][0]:
             continue
         settings.append(snap)
     return settings

@@ -84,6 +84,7 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
             what = "no lexicon"
         elif lex.get("rescore"):
             what = (f"lexicon rescored, unit bonus {lex['unit_bonus']:g} conf<{lex['max_confidence']:g}"
+                    + (f" streets {lex['street_bonus']:g}" if lex.get("streets") else "")
                     + (" hierarchy" if lex.get("hierarchy") else "") + (" prefixes" if lex.get("prefixes") else ""))
         else:
             what = (f"lexicon score>={lex['min_score']:g} margin>={lex['min_margin']:g} conf<{lex['max_confidence']:g}"
