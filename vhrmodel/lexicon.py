@@ -675,6 +675,12 @@ def snap_fields(text: str, confidences: Sequence[float], lexicon: Lexicon,
     return "".join(out), snaps
 
 
+def _unit_shaped(name: str, settings: SnapSettings) -> bool:
+    """Whether a name part is one the lexicon handles: `min_chars` letters or more, no digit
+    (numbered wards, house numbers and streets with numbers are never touched)."""
+    return sum(ch.isalpha() for ch in name) >= settings.min_chars and not any(ch.isdigit() for ch in name)
+
+
 @dataclass(frozen=True)
 class _Field:
     """One comma-separated field of a line, as `snap_fields` reads it (the same in every path)."""
@@ -698,11 +704,6 @@ class _Field:
             return frozenset({"district", "ward"})
         return self.groups
 
-    def unit_shaped(self, settings: SnapSettings) -> bool:
-        """Whether the name part can be a unit name the lexicon handles: `min_chars` letters, no digit."""
-        letters = sum(ch.isalpha() for ch in self.name)
-        return letters >= settings.min_chars and not any(ch.isdigit() for ch in self.name)
-
     def write(self, name: str) -> str:
         """The piece with its prefix and `name`, spaces around it as they were."""
         return self.piece[: self.lead] + self.prefix + name + self.piece[self.lead + len(self.body):]
@@ -722,7 +723,7 @@ def _parse_field(k: int, piece: str, start: int, repairable: bool, last: bool, c
             if conf < settings.max_confidence:
                 written, name = head, repaired[1]
                 prefix, _, groups = lexicon.split_prefix(repaired[0] + name)
-    if settings.streets and not prefix:
+    if settings.rescore and settings.streets and not prefix:  # streets are read by rescoring only
         street = split_street(body)
         if street is not None:
             written, prefix, name, groups = street[0], street[0], street[1], frozenset({STREET})
@@ -760,21 +761,22 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
             scope = lexicon.within(r.province, r.district, groups) if hierarchy else None
 
             def fits(name: str) -> float:  # names a unit that fits the fields read after it (or a street)
-                return bonus if f.unit_shaped(settings) and lexicon.names_unit(name, groups, scope) else 0.0
+                return bonus if _unit_shaped(f.name, settings) and lexicon.names_unit(name, groups, scope) else 0.0
 
             names, conf = _rescore_candidates(f, groups, scope, lexicon, settings) or ([], f.prefix_conf)
             options.append((r, f.name, 100.0, fits(f.name), groups, conf))
             options += [(r, form, score, fits(form), groups, conf) for form, score in names]
-        lines = []
+        lines, texts = [], []
         for r, name, *_ in options:
             new = list(r.pieces)
             new[f.k] = f.write(name)
             lines.append(new)
+            texts.append("".join(new))
         # A line this field leaves as it was keeps its score: the scorer sees only new lines.
         scores = [r.raw if name == f.name and not f.repaired else None for r, name, *_ in options]
         todo = [i for i, v in enumerate(scores) if v is None]
         if todo:
-            fresh = [float(v) for v in scorer(["".join(lines[i]) for i in todo])]
+            fresh = [float(v) for v in scorer([texts[i] for i in todo])]
             if len(fresh) != len(todo):
                 raise ValueError(f"the scorer gave {len(fresh)} scores for {len(todo)} lines")
             for i, v in zip(todo, fresh):
@@ -786,10 +788,9 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
         ranked, seen = [], set()
         for i in sorted(range(len(options)), key=lambda i: (-(scores[i] + options[i][0].bonus + options[i][3]), i)):
             r, name, fuzzy, earned, groups, conf = options[i]
-            line = "".join(lines[i])
-            if line in seen or not math.isfinite(scores[i]):
+            if texts[i] in seen or not math.isfinite(scores[i]):
                 continue
-            seen.add(line)
+            seen.add(texts[i])
             total = scores[i] + r.bonus + earned
             snaps = list(r.snaps)
             if name != f.name or f.repaired:
@@ -812,7 +813,7 @@ def _rescore_candidates(f: _Field, groups: frozenset[str], scope: Mapping[str, s
                         settings: SnapSettings) -> tuple[list[tuple[str, float]], float] | None:
     """(nearest unit names other than the field as read, the field's confidence) when the field is
     rescored, else None."""
-    if not f.unit_shaped(settings):
+    if not _unit_shaped(f.name, settings):
         return None
     conf = _field_confidence(list(f.name_confs), settings.confidence)
     if conf >= settings.max_confidence:
@@ -830,8 +831,7 @@ def _rescore_candidates(f: _Field, groups: frozenset[str], scope: Mapping[str, s
 def _snap_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] | None, lexicon: Lexicon,
               settings: SnapSettings, confidences: Sequence[float]) -> tuple[str, float, float, float] | None:
     """(new name, score, margin, confidence) when the field's name part is snapped, else None."""
-    letters = sum(ch.isalpha() for ch in name)
-    if letters < settings.min_chars or any(ch.isdigit() for ch in name):
+    if not _unit_shaped(name, settings):
         return None
     conf = _field_confidence(list(confidences), settings.confidence)
     if conf >= settings.max_confidence:
