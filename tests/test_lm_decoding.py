@@ -134,6 +134,32 @@ def test_tune_lm_chooses_the_beam_width_too_and_decoding_then_uses_it(model_file
         tune_lm(model_file, line_store, path, weights=(0.0,), snap_grid={}, beam_width=())
 
 
+def test_tune_lm_tries_the_lexicon_after_the_best_pairs_and_keeps_the_lowest_row(model_file, line_store, tmp_path):
+    path = write_char_lm(TEXTS, tmp_path / "charlm.json", order=3)
+    grid = {"min_score": (0.0, 90.0), "min_margin": (0.0,), "max_confidence": (1.01,)}
+    result = tune_lm(model_file, line_store, path, weights=(0.0, 0.5, 1.0), snap_grid=grid,
+                     beam_width=(1, 3), lexicon=Lexicon({"province": TEXTS}), lexicon_pairs=2)
+    rows = result["rows"]
+    plain = [r for r in rows if r["lexicon"] is None]
+    assert len(plain) == 6 and rows[:6] == plain  # every pair alone first
+    ranked = sorted(plain, key=lambda r: r["cer"])
+    # then both lexicon settings after the best pair alone, then after the second best
+    snapped = [(r["beam_width"], r["lm_weight"]) for r in rows[6:]]
+    first, second = [(r["beam_width"], r["lm_weight"]) for r in ranked[:2]]
+    assert snapped == [first, first, second, second]
+    best = min(rows, key=lambda r: r["cer"])
+    tuned = read_char_lm(path).meta["tuned"]
+    assert (tuned["tuned_on"]["beam_width"], tuned["lm_weight"], tuned["tuned_on"]["cer"]) == \
+        (best["beam_width"], best["lm_weight"], best["cer"])
+    assert tuned["lexicon"] is (best["lexicon"] is not None)
+    if tuned["lexicon"]:
+        assert tuned["snap"] == best["lexicon"]
+    assert len(tune_lm(model_file, line_store, path, weights=(0.0, 0.5), snap_grid=grid, beam_width=1,
+                       lexicon=Lexicon({"province": TEXTS}), lexicon_pairs=5)["rows"]) == 2 + 2 * 2  # only 2 pairs
+    with pytest.raises(ValueError, match="lexicon_pairs"):
+        tune_lm(model_file, line_store, path, weights=(0.0,), snap_grid=grid, beam_width=1, lexicon_pairs=0)
+
+
 def test_tune_lm_cli_takes_several_beam_widths_and_refuses_bad_ones(model_file, line_store, lm_file, tmp_path):
     out = tmp_path / "tuned.json"
     result = run("tune-lm", "--model", model_file, "--store", line_store, "--lm", lm_file, "--out", out,

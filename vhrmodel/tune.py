@@ -1,10 +1,12 @@
 """Tune beam-search decoding on val: `tune_lm()` behind `vhrmodel tune-lm`.
 
 The model runs once over the split; then every LM weight of `weights` is tried with beam search
-(without the lexicon) at each beam width of `beam_width`, and with the best pair's lines every
-lexicon setting of `snap_grid`. The chosen values go into the LM file's "tuned" record
-(`vhrmodel.lm`), which `predict`, `evaluate` and `serve` then use as defaults (the width included).
-Ties go to the earlier setting (the narrower beam, the smaller weight; no lexicon unless it lowers
+(without the lexicon) at each beam width of `beam_width`, and with the lines of the best
+`lexicon_pairs` (width, weight) pairs every lexicon setting of `snap_grid`: the width and weight
+that read best alone need not be the ones the lexicon does best after (rescoring weighs the LM by the
+same weight). The chosen values go into the LM file's "tuned" record (`vhrmodel.lm`), which
+`predict`, `evaluate` and `serve` then use as defaults (the width included). Ties go to the earlier
+setting (the narrower beam, the smaller weight, the better pair alone; no lexicon unless it lowers
 the CER).
 
 The test split is never tuned on: any split named "test" or "test-..." is refused.
@@ -18,8 +20,11 @@ from typing import Any, Callable, Sequence
 
 from vhrdata.errors import StoreError
 
-#: LM weights tried by default.
-DEFAULT_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
+#: LM weights tried by default: steps of 0.05 up to 0.3, where the best weights of real runs lie
+#: (run I, val: 0.1 and 0.2 within 0.01 points), then steps of 0.1.
+DEFAULT_WEIGHTS = tuple(round(0.05 * k, 2) for k in range(6)) + tuple(round(0.1 * k, 1) for k in range(3, 11))
+#: (width, weight) pairs, best first by CER alone, whose lines the lexicon settings are tried on.
+DEFAULT_LEXICON_PAIRS = 3
 #: Lexicon thresholds tried by default (each combination, with confidence "min").
 DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 6.0, 10.0),
                      "max_confidence": (0.5, 0.7, 0.9, 1.01), "hierarchy": (False, True),
@@ -72,6 +77,7 @@ def tune_lm(
     snap_grid: dict[str, Sequence[Any]] | Sequence[dict[str, Sequence[Any]]] | None = None,
     lexicon=None,
     beam_width: int | Sequence[int] = 10,
+    lexicon_pairs: int = DEFAULT_LEXICON_PAIRS,
     batch_size: int = 16,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -89,6 +95,8 @@ def tune_lm(
         lexicon: the `vhrmodel.lexicon.Lexicon`; default `lexicon_for(the LM)`: the vietnamadminunits
             names plus the units of the LM's training labels.
         beam_width: beams kept, or several widths to choose from (each tried with every weight).
+        lexicon_pairs: how many of the best (width, weight) pairs without the lexicon the lexicon
+            settings are each tried after (1: only the best pair's lines).
         batch_size: lines per model call.
         callback: called with each result row ({"beam_width", "lm_weight", "lexicon", "cer"}) as it is
             measured.
@@ -97,7 +105,8 @@ def tune_lm(
         {"tuned": the record written, "rows": every setting with its CER, "path": the file}.
 
     Raises:
-        ValueError: a test split, no weights, no or a non-positive beam width, or `lm_path` is not an LM file.
+        ValueError: a test split, no weights, no or a non-positive beam width, `lexicon_pairs` < 1, or
+            `lm_path` is not an LM file.
         StoreError: the store lacks the split or was preprocessed differently.
     """
     from vhrdata.store import open_store
@@ -111,6 +120,8 @@ def tune_lm(
     widths = [int(beam_width)] if isinstance(beam_width, int) else [int(w) for w in beam_width]
     if not widths or min(widths) < 1:
         raise ValueError(f"beam widths must be one or more positive numbers, got {beam_width!r}")
+    if lexicon_pairs < 1:
+        raise ValueError(f"lexicon_pairs must be at least 1, got {lexicon_pairs!r}")
     store = open_store(store_path)
     lm = read_char_lm(lm_path)
     recognizer = Recognizer(model_path, decoder="beam", beam_width=widths[0], lm=lm, lm_weight=0.0)
@@ -144,11 +155,9 @@ def tune_lm(
             decoded[width, float(w)] = [recognizer.decode(logits, lengths) for logits, lengths in batches]
             hyps = [normalize_text(t) for texts, _ in decoded[width, float(w)] for t in texts]
             emit({"beam_width": width, "lm_weight": float(w), "lexicon": None, "cer": cer(refs, hyps)})
-    best = min(rows, key=lambda r: r["cer"])  # min keeps the first of equal CERs
-    best_width, best_weight, best_cer = best["beam_width"], best["lm_weight"], best["cer"]
-    recognizer.beam_width, recognizer.lm_weight = best_width, best_weight
+    plain = sorted(rows, key=lambda r: r["cer"])  # stable: equal CERs keep the earlier setting first
 
-    chosen_snap, use_lexicon = None, False
+    chosen_snap = None
     grids = [DEFAULT_SNAP_GRID, DEFAULT_RESCORE_GRID] if snap_grid is None else \
         ([] if snap_grid == {} else list(snap_grid) if isinstance(snap_grid, (list, tuple)) else [snap_grid])
     settings_list = [snap for grid in grids for snap in snap_settings_grid(grid)]
@@ -158,20 +167,28 @@ def tune_lm(
 
             lexicon = lexicon_for(lm)
         recognizer.lexicon = lexicon
-        lines = decoded[best_width, best_weight]
-        char_confs = [[[conf for _, _, conf in spans] for spans in recognizer.char_spans(texts, logits, lengths)]
-                      for (texts, _), (logits, lengths) in zip(lines, batches)]
-        for snap in settings_list:
-            hyps = []
-            for (texts, confs), (logits, lengths), per_char in zip(lines, batches, char_confs):
-                snapped, _ = recognizer.apply_lexicon(texts, confs, logits, lengths, snap=snap, char_confs=per_char)
-                hyps.extend(normalize_text(t) for t in snapped)
-            row = {"beam_width": best_width, "lm_weight": best_weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)}
-            emit(row)
-            if row["cer"] < best_cer:
-                best_cer, chosen_snap, use_lexicon = row["cer"], snap, True
-        if chosen_snap is None:
-            chosen_snap = type(settings_list[0])()  # the documented defaults, for a later --lexicon
+        for pair in plain[:lexicon_pairs]:
+            width, weight = pair["beam_width"], pair["lm_weight"]
+            recognizer.beam_width, recognizer.lm_weight = width, weight
+            lines = decoded[width, weight]
+            char_confs = [[[conf for _, _, conf in spans] for spans in recognizer.char_spans(texts, logits, lengths)]
+                          for (texts, _), (logits, lengths) in zip(lines, batches)]
+            for snap in settings_list:
+                hyps = []
+                for (texts, confs), (logits, lengths), per_char in zip(lines, batches, char_confs):
+                    snapped, _ = recognizer.apply_lexicon(texts, confs, logits, lengths, snap=snap,
+                                                          char_confs=per_char)
+                    hyps.extend(normalize_text(t) for t in snapped)
+                emit({"beam_width": width, "lm_weight": weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)})
+        chosen_snap = type(settings_list[0])()  # the documented defaults, for a later --lexicon
+    # The lowest CER; of equal ones the first: no lexicon before any, the better pair's lines before the next.
+    best = min(rows, key=lambda r: r["cer"])
+    best_width, best_weight, best_cer = best["beam_width"], best["lm_weight"], best["cer"]
+    use_lexicon = best["lexicon"] is not None
+    if use_lexicon:
+        from vhrmodel.lexicon import SnapSettings
+
+        chosen_snap = SnapSettings.from_dict(best["lexicon"])
     tuned = {
         "lm_weight": best_weight,
         "lexicon": use_lexicon,

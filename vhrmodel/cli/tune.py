@@ -7,7 +7,7 @@ import click
 from vhrdata.cli.common import handle_errors
 from vhrmodel.cli.checks import ArgumentError
 from vhrmodel.lm import LM_DIGIT_CLASS, LM_ORDER
-from vhrmodel.tune import DEFAULT_WEIGHTS
+from vhrmodel.tune import DEFAULT_LEXICON_PAIRS, DEFAULT_WEIGHTS
 
 
 def _comma_list(value: str, option: str, convert, minimum, kind: str, noun: str) -> list:
@@ -45,13 +45,16 @@ def _widths(value: str) -> list[int]:
 @click.option("--beam-width", default="10", show_default=True,
               help="Beams kept; several widths, comma-separated (e.g. 10,25), are each tried with every weight "
                    "and the best is stored with the LM.")
+@click.option("--lexicon-pairs", type=click.IntRange(min=1), default=DEFAULT_LEXICON_PAIRS, show_default=True,
+              help="Try the lexicon settings after this many of the best (beam width, weight) pairs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @handle_errors
-def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, beam_width, batch_size):
+def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, beam_width, lexicon_pairs, batch_size):
     """Choose --lm-weight and the lexicon thresholds on val; store them in the LM file.
 
     Runs the model once over the split, then beam search with each LM weight (at each --beam-width),
-    then the lexicon with each threshold setting on the best weight's lines, and prints the CER of each. The
+    then the lexicon with each threshold setting on the lines of the best --lexicon-pairs (width,
+    weight) pairs, and prints the CER of each. The
     chosen values are written into the LM file (atomically; --out for a copy), and `predict`,
     `evaluate` and `serve` use them by default when given that LM (an explicit --lm-weight
     wins; --lexicon defaults to on when it lowered the val CER). Test splits are refused: test
@@ -94,7 +97,8 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
         click.echo(f"{width}lm_weight {row['lm_weight']:.2f} · {what} · CER {row['cer']:.2%}")
 
     result = tune_lm(model_path, store, lm_path, split=split, out=out_path, weights=weight_list,
-                     snap_grid=None if lexicon else {}, beam_width=width_list, batch_size=batch_size, callback=show)
+                     snap_grid=None if lexicon else {}, beam_width=width_list, lexicon_pairs=lexicon_pairs,
+                     batch_size=batch_size, callback=show)
     t = result["tuned"]
     chose_width = f"beam width {t['tuned_on']['beam_width']}, " if len(width_list) > 1 else ""
     click.echo(f"chose {chose_width}lm_weight {t['lm_weight']:g}, lexicon {'on' if t['lexicon'] else 'off'} "
