@@ -217,6 +217,27 @@ def test_recognizer_line_scorer_is_the_ctc_likelihood_plus_the_weighted_lm(model
     assert scores[2] == -np.inf
     greedy = Recognizer(model_file)  # no LM: the model alone
     assert greedy.line_scorer(logits)(lines[:1]) == pytest.approx([ll[0]])
+    # a memo keeps each text's score: the same scores, and a text in it is not scored again
+    memo: dict[str, float] = {}
+    assert rec.line_scorer(logits, memo=memo)(lines + lines[:1]) == pytest.approx(scores + scores[:1])
+    assert set(memo) == set(lines)
+    memo["Hà Nội"] = 123.0
+    assert rec.line_scorer(logits, memo=memo)(["Hà Nội", "Ha Nội"]) == pytest.approx([123.0, scores[1]])
+
+
+def test_apply_lexicon_rescores_with_the_scorers_it_is_given(model_file):
+    rec = Recognizer(model_file, lexicon=Lexicon({"province": ["Hà Nội", "Hà Nối"]}),
+                     snap=SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=0.0))
+    logits = spelled_logits(rec, "Ha Nội")[None]
+    seen = []
+
+    def prefers_ha_noi(lines):  # a scorer that disagrees with the frames (both in the charset)
+        seen.extend(lines)
+        return [10.0 if line == "Hà Nối" else 0.0 for line in lines]
+
+    out, _ = rec.apply_lexicon(["Ha Nội"], [0.2], logits, np.array([40]), char_confs=[[0.3] * 6],
+                               scorers=[prefers_ha_noi])
+    assert out == ["Hà Nối"] and "Hà Nối" in seen
 
 
 def test_recognizer_rescoring_follows_what_the_model_read(model_file):

@@ -211,7 +211,9 @@ class Recognizer:
         return [conf for _, _, conf in self.char_spans([text], logits[None], np.array([length]))[0]]
 
     def apply_lexicon(self, texts: Sequence[str], confs: Sequence[float], logits: np.ndarray, lengths: np.ndarray,
-                      snap=None, char_confs: Sequence[Sequence[float]] | None = None) -> tuple[list[str], list[float]]:
+                      snap=None, char_confs: Sequence[Sequence[float]] | None = None,
+                      scorers: Sequence[Callable[[Sequence[str]], list[float]]] | None = None
+                      ) -> tuple[list[str], list[float]]:
         """Snap the decoded `texts` with the lexicon; the confidence of a changed line is recomputed.
 
         Args:
@@ -219,6 +221,8 @@ class Recognizer:
             logits, lengths: the batch they were decoded from.
             snap: thresholds; default this recognizer's.
             char_confs: per-character confidences of `texts`, if already known (else computed).
+            scorers: (rescoring) one `line_scorer` per line, if already made (e.g. with a memo, when
+                the same lines are snapped with many settings); else made here.
         """
         from vhrmodel.decoding import ctc_confidences, log_softmax
         from vhrmodel.lexicon import snap_fields
@@ -231,7 +235,9 @@ class Recognizer:
             if not text:
                 continue
             per_char = char_confs[i]
-            scorer = self.line_scorer(logits[i, : int(lengths[i])]) if snap.rescore else None
+            scorer = None
+            if snap.rescore:
+                scorer = scorers[i] if scorers is not None else self.line_scorer(logits[i, : int(lengths[i])])
             new, snaps = snap_fields(text, per_char, self.lexicon, snap, scorer=scorer)
             if not snaps or any(ch not in self.charset for ch in new):
                 continue
@@ -241,27 +247,31 @@ class Recognizer:
                                            np.array([length]))[0]
         return out_texts, out_confs
 
-    def line_scorer(self, logits: np.ndarray) -> Callable[[Sequence[str]], list[float]]:
+    def line_scorer(self, logits: np.ndarray, memo: dict[str, float] | None = None
+                    ) -> Callable[[Sequence[str]], list[float]]:
         """The lexicon's rescoring scorer for one line's logits [T, C] (its own frames): whole
         texts -> the CTC log-likelihood of each under the model, plus the LM's log-probability
         times the LM weight with beam search and an LM (the score beam search maximises);
-        -inf for a text with characters outside the charset."""
+        -inf for a text with characters outside the charset.
+
+        With `memo` (a dict kept by the caller for these logits), a text scored before is not
+        scored again. The LM weight is read when the scorer is made, so a memo never mixes weights.
+        """
         from vhrmodel.decoding import NEG_INF, ctc_log_likelihood, log_softmax
 
         lp = log_softmax(logits[None])
         lm = self.lm if self.decoder == "beam" else None
+        weight = self.lm_weight
+        memo = {} if memo is None else memo
 
         def score(lines: Sequence[str]) -> list[float]:
-            ok = [all(ch in self.charset for ch in line) for line in lines]
-            ids = [self.charset.encode(line).tolist() if good else [] for line, good in zip(lines, ok)]
-            ll = ctc_log_likelihood(np.broadcast_to(lp, (len(lines),) + lp.shape[1:]), ids)
-            out = []
-            for line, good, value in zip(lines, ok, ll):
-                if not good:
-                    out.append(NEG_INF)
-                else:
-                    out.append(float(value) + (self.lm_weight * lm.score(line) if lm is not None else 0.0))
-            return out
+            new = list(dict.fromkeys(line for line in lines if line not in memo))
+            ok = [all(ch in self.charset for ch in line) for line in new]
+            ids = [self.charset.encode(line).tolist() if good else [] for line, good in zip(new, ok)]
+            ll = ctc_log_likelihood(np.broadcast_to(lp, (len(new),) + lp.shape[1:]), ids) if new else []
+            for line, good, value in zip(new, ok, ll):
+                memo[line] = float(value) + (weight * lm.score(line) if lm is not None else 0.0) if good else NEG_INF
+            return [memo[line] for line in lines]
 
         return score
 

@@ -173,11 +173,15 @@ def tune_lm(
             lines = decoded[width, weight]
             char_confs = [[[conf for _, _, conf in spans] for spans in recognizer.char_spans(texts, logits, lengths)]
                           for (texts, _), (logits, lengths) in zip(lines, batches)]
+            # One memoising scorer per line for all the settings: rescoring settings mostly score the same lines.
+            scorers = [[recognizer.line_scorer(logits[i, : int(lengths[i])], memo={}) for i in range(len(texts))]
+                       for (texts, _), (logits, lengths) in zip(lines, batches)]
             for snap in settings_list:
                 hyps = []
-                for (texts, confs), (logits, lengths), per_char in zip(lines, batches, char_confs):
+                for (texts, confs), (logits, lengths), per_char, line_scorers in zip(lines, batches, char_confs,
+                                                                                     scorers):
                     snapped, _ = recognizer.apply_lexicon(texts, confs, logits, lengths, snap=snap,
-                                                          char_confs=per_char)
+                                                          char_confs=per_char, scorers=line_scorers)
                     hyps.extend(normalize_text(t) for t in snapped)
                 emit({"beam_width": width, "lm_weight": weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)})
         chosen_snap = type(settings_list[0])()  # the documented defaults, for a later --lexicon
