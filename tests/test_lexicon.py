@@ -364,15 +364,16 @@ def test_rescoring_lets_the_scorer_choose_among_the_nearest_names_of_the_narrowe
     assert snaps[0].margin == 2.0  # the score gain: -12 + 4 (a unit) against -10 (not a unit)
     # The ward field is rescored last (fields are read from the end; "Số 9" has a digit). Its
     # candidates were Nha Trang's wards only: Hà Nội's "Phúc Tân" scores 71, "Phước Hải" 67.
-    ward_call = scorer.calls[-1]
+    # (Every province is tried for the last field, so readings ending in Hà Nội are scored too,
+    # each with its own narrowed list.)
+    ward_call = [line for line in scorer.calls[-1] if line.endswith(", TP Nha Trang, Khánh Hoà")]
     assert {line.split(",")[1].strip() for line in ward_call} == {"Phường Phước Tân", "Phường Phước Hải"}
     # The line as read was scored once, first; no line is scored twice.
     assert scorer.calls[0][0] == text
     lines = [line for call in scorer.calls for line in call]
     assert len(lines) == len(set(lines))
-    # Every line scored keeps the other fields and the prefix as written.
-    assert all(line.startswith("Số 9, Phường ") and line.endswith(", TP Nha Trang, Khánh Hoà")
-               for call in scorer.calls for line in call)
+    # Every line scored keeps the other fields and the prefixes as written.
+    assert all(line.startswith("Số 9, Phường ") and ", TP " in line for call in scorer.calls for line in call)
 
 
 def test_rescoring_keeps_the_field_unless_a_name_beats_it_by_less_than_the_unit_bonus():
@@ -454,6 +455,25 @@ def test_rescoring_chooses_the_province_together_with_the_district_that_fits_it(
     monkeypatch.setattr("vhrmodel.lexicon.RESCORE_BEAM", 1)
     assert snap_fields(text, conf, lex, SnapSettings(rescore=True, max_confidence=1.01, unit_bonus=4.0),
                        scorer=scorer)[0] == khanh_hoa
+
+
+def test_rescoring_tries_every_province_for_the_last_field_and_only_there():
+    lex = Lexicon({"province": ["Phú Thọ", "Bến Tre", "Đắc Lắc"], "district": ["Phù Ninh", "Ba Tri", "Krông Pắc"]},
+                  tree={"Phú Thọ": {"Phù Ninh": []}, "Bến Tre": {"Ba Tri": []}, "Đắc Lắc": {"Krông Pắc": []}})
+    text = "Huyện Phù Ninh, Đắc Tre"  # "Phú Thọ" shares too few letters with the misread field to be near it
+    assert "Phú Thọ" not in [form for form, _ in lex.nearest("Đắc Tre", {"province"})]
+    right = "Huyện Phù Ninh, Phú Thọ"
+    scorer = line_scores({text: -10.0, "Huyện Phù Ninh, Bến Tre": -12.0, right: -13.0})
+    out, _ = snap_fields(text, [0.5] * len(text), lex, SnapSettings(rescore=True, max_confidence=1.01,
+                                                                    unit_bonus=4.0), scorer=scorer)
+    assert out == right  # the province that holds the district read before it
+    assert {line.rsplit(", ", 1)[1] for line in scorer.calls[0]} == {"Đắc Tre", "Phú Thọ", "Bến Tre", "Đắc Lắc"}
+    # a field that is not last (a province-prefixed field before another) keeps the nearest names only
+    text = "Tỉnh Đắc Tre, Phú Thọ"
+    scorer = line_scores({text: -10.0})
+    snap_fields(text, [0.5] * len(text), lex, SnapSettings(rescore=True, max_confidence=1.01), scorer=scorer)
+    tried = {line.split(",")[0] for call in scorer.calls for line in call}
+    assert "Tỉnh Phú Thọ" not in tried and "Tỉnh Bến Tre" in tried
 
 
 def test_rescoring_reads_house_number_fields_against_street_names():

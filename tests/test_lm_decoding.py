@@ -77,15 +77,15 @@ def test_tune_lm_writes_the_values_predict_then_uses(model_file, line_store, lm_
     settings_lines = [x for x in result.output.splitlines() if x.startswith("lm_weight ")]
     # the weight, then every string-snapping setting of the grid: 4 * 3 * 4 flat, and each of those
     # with the hierarchy at 4 scores within a province, each without and with prefix repair; then
-    # rescoring at 3 confidences * 5 unit bonuses, without and with prefix repair, each without
+    # rescoring at 3 confidences * 6 unit bonuses, without and with prefix repair, each without
     # streets and with them at 4 street bonuses
     rescored = [x for x in settings_lines if "rescored" in x]
-    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) * 2 + 3 * 5 * 2 * (1 + 4) == \
+    assert len(settings_lines) == 1 + 4 * 3 * 4 * (1 + 4) * 2 + 3 * 6 * 2 * (1 + 4) == \
         1 + len(snap_settings_grid()) + len(snap_settings_grid(DEFAULT_RESCORE_GRID))
-    assert len(rescored) == 3 * 5 * 2 * 5 and all("hierarchy" in x for x in rescored)
-    assert sum(" streets " in x for x in rescored) == 3 * 5 * 2 * 4
+    assert len(rescored) == 3 * 6 * 2 * 5 and all("hierarchy" in x for x in rescored)
+    assert sum(" streets " in x for x in rescored) == 3 * 6 * 2 * 4
     assert sum("hierarchy" in x for x in settings_lines) == 4 * 3 * 4 * 4 * 2 + len(rescored)
-    assert sum(x.endswith("prefixes") or " prefixes " in x for x in settings_lines) == 4 * 3 * 4 * 5 + 3 * 5 * 5
+    assert sum(x.endswith("prefixes") or " prefixes " in x for x in settings_lines) == 4 * 3 * 4 * 5 + 3 * 6 * 5
     assert settings_lines[0].startswith("lm_weight 0.30 · no lexicon · CER ")
     assert f"wrote {tuned_path}" in result.output
     tuned = json.loads(tuned_path.read_text(encoding="utf-8"))["meta"]["tuned"]

@@ -31,7 +31,7 @@ DEFAULT_SNAP_GRID = {"min_score": (75.0, 80.0, 85.0, 90.0), "min_margin": (3.0, 
                      "min_score_within": (50.0, 60.0, 70.0, 80.0), "prefixes": (False, True)}
 #: Rescoring settings tried by default after `DEFAULT_SNAP_GRID` (`vhrmodel.lexicon`; string thresholds do not apply).
 DEFAULT_RESCORE_GRID = {"rescore": (True,), "hierarchy": (True,), "max_confidence": (0.7, 0.9, 1.01),
-                        "unit_bonus": (0.0, 2.0, 4.0, 8.0, 16.0), "prefixes": (False, True),
+                        "unit_bonus": (0.0, 4.0, 8.0, 16.0, 24.0, 32.0), "prefixes": (False, True),
                         "streets": (False, True), "street_bonus": (2.0, 4.0, 8.0, 16.0)}
 
 TEST_REFUSED = "tune-lm never tunes on a test split ({split!r}); tune on --split val and report test with evaluate"
