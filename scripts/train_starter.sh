@@ -8,7 +8,7 @@
 #    (`make fonts`, all but the held-out ones) and matplotlib's DejaVu, half scanner, half camera.
 # All: the `small` preset at height 32 (what pipelines/synthetic.yaml builds, so the demo can
 # fine-tune it), no augmentation. The shipped file is stage 1's epoch 7 (lr 0.002), then stage 2's
-# epoch 2 (lr 0.001), then stage 3 (lr 0.001): vhrmodel/starter/MODEL_CARD.md. Nothing here reads real
+# epoch 2 (lr 0.001), then stage 3's epoch 4 (lr 0.001; two sittings of 2 epochs): vhrmodel/starter/MODEL_CARD.md. Nothing here reads real
 # data. A finished store is reused and a stopped run resumes. Copy WORK/hand3/run/model.keras to
 # vhrmodel/starter/starter.keras.
 set -euo pipefail
