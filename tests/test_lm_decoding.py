@@ -170,6 +170,12 @@ def test_tune_lm_cli_takes_several_beam_widths_and_refuses_bad_ones(model_file, 
                                                   ["beam 2", "lm_weight 0.00"], ["beam 2", "lm_weight 0.50"]]
     width = read_char_lm(out).meta["tuned"]["tuned_on"]["beam_width"]
     assert f"chose beam width {width}, lm_weight " in result.output
+    quiet = run("tune-lm", "--model", model_file, "--store", line_store, "--lm", lm_file, "--out", tmp_path / "q.json",
+                "--weights", "0,0.5", "--beam-width", "1,2", "--no-lexicon", "-q")
+    assert quiet.exit_code == 0, quiet.output
+    shown = [x for x in quiet.output.splitlines() if x.strip()]
+    assert len(shown) == 1 and shown[0].startswith("chose beam width ")  # the choice alone, the same file written
+    assert read_char_lm(tmp_path / "q.json").meta["tuned"] == read_char_lm(out).meta["tuned"]
     for bad in ("0,3", "ten", ""):
         refused = run("tune-lm", "--model", model_file, "--store", line_store, "--lm", lm_file, "--beam-width", bad)
         assert refused.exit_code == 2 and "--beam-width" in one_line_error(refused)

@@ -48,8 +48,11 @@ def _widths(value: str) -> list[int]:
 @click.option("--lexicon-pairs", type=click.IntRange(min=1), default=DEFAULT_LEXICON_PAIRS, show_default=True,
               help="Try the lexicon settings after this many of the best (beam width, weight) pairs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only the choice, not every setting's CER (the default grid has about 2,000 rows).")
 @handle_errors
-def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, beam_width, lexicon_pairs, batch_size):
+def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, beam_width, lexicon_pairs, batch_size,
+                quiet):
     """Choose --lm-weight and the lexicon thresholds on val; store them in the LM file.
 
     Runs the model once over the split, then beam search with each LM weight (at each --beam-width),
@@ -98,7 +101,7 @@ def tune_lm_cmd(model_path, store, split, lm_path, out_path, weights, lexicon, b
 
     result = tune_lm(model_path, store, lm_path, split=split, out=out_path, weights=weight_list,
                      snap_grid=None if lexicon else {}, beam_width=width_list, lexicon_pairs=lexicon_pairs,
-                     batch_size=batch_size, callback=show)
+                     batch_size=batch_size, callback=None if quiet else show)
     t = result["tuned"]
     chose_width = f"beam width {t['tuned_on']['beam_width']}, " if len(width_list) > 1 else ""
     click.echo(f"chose {chose_width}lm_weight {t['lm_weight']:g}, lexicon {'on' if t['lexicon'] else 'off'} "
