@@ -69,7 +69,7 @@ def test_ctc_log_likelihood_matches_brute_force_enumeration():
 def test_ctc_log_likelihood_is_exact_where_linear_space_would_underflow():
     # Frames whose every state is below e**-745 (float64's smallest) underflow in linear space; the
     # likelihood is still the exact log-space one, for that line only, beside ordinary lines.
-    from vhrmodel.decoding import _ctc_alpha_log, _ctc_end
+    from vhrmodel.decoding import _ctc_alpha_log, _ctc_emissions, _ctc_end
 
     rng = np.random.default_rng(1)
     lp = np.log(np.full((3, 40, 3), 1 / 3))
@@ -77,15 +77,8 @@ def test_ctc_log_likelihood_is_exact_where_linear_space_would_underflow():
     lp[2] = log_softmax(rng.normal(size=(40, 3)) * 3)
     labels = [[1, 2, 1], [1, 1], [2, 1, 2, 2]]
     got = ctc_log_likelihood(lp, labels, logit_lengths=[40, 40, 33])
-    ext = np.zeros((3, 9), np.int64)
-    for i, lab in enumerate(labels):
-        ext[i, 1 : 2 * len(lab) : 2] = lab
-    emit = np.take_along_axis(lp, np.broadcast_to(ext[:, None, :], (3, 40, 9)), axis=2)
-    emit = emit + np.where(np.arange(9)[None, :] <= 2 * np.array([3, 2, 4])[:, None], 0.0, -np.inf)[:, None, :]
-    skip = np.zeros((3, 9), bool)
-    skip[:, 2:] = (ext[:, 2:] != 0) & (ext[:, 2:] != ext[:, :-2])
-    want = _ctc_end(_ctc_alpha_log(emit, np.where(skip, 0.0, -np.inf)[:, 2:], np.array([40, 40, 33])),
-                    np.array([3, 2, 4]))
+    emit, skip, lens = _ctc_emissions(lp, labels)
+    want = _ctc_end(_ctc_alpha_log(emit, skip, np.array([40, 40, 33])), lens)
     assert np.isfinite(got[1]) and got[1] < -17000  # far below what linear space holds, yet finite
     assert got == pytest.approx(want, rel=1e-9)
 

@@ -65,8 +65,25 @@ def ctc_log_likelihood(log_probs: np.ndarray, labels: Sequence[Sequence[int]], l
         float64 [B]; -inf where a label cannot be aligned in its frames.
     """
     log_probs = _check_logits(log_probs)
-    b, t, _ = log_probs.shape
     lengths = _lengths(log_probs, logit_lengths)
+    emit, skip, label_lens = _ctc_emissions(log_probs, labels)
+    final, exact = _ctc_alpha_scaled(emit, skip, lengths)
+    result = _ctc_end(final, label_lens)
+    # Lines that underflowed in linear space, and any line found unalignable there (which may be an
+    # underflow too), are computed again in log space: the result is exact either way.
+    redo = ~exact | ~np.isfinite(result)
+    if redo.any():
+        result[redo] = _ctc_end(_ctc_alpha_log(emit[redo], skip[redo], lengths[redo]), label_lens[redo])
+    result[lengths == 0] = np.where(label_lens[lengths == 0] == 0, 0.0, NEG_INF)
+    return result
+
+
+def _ctc_emissions(log_probs: np.ndarray, labels: Sequence[Sequence[int]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(emission log-probabilities of every state at every frame [B, T, S], float64, -inf for states
+    past a line's own label; whether the skip transition s-2 -> s is allowed [B, S]; label lengths [B])
+    of the CTC states blank, c1, blank, c2, ... blank."""
+    b, t, _ = log_probs.shape
     label_lens = np.array([len(lab) for lab in labels], dtype=np.int64)
     s = 2 * int(label_lens.max(initial=0)) + 1
     ext = np.zeros((b, s), dtype=np.int64)
@@ -76,21 +93,9 @@ def ctc_log_likelihood(log_probs: np.ndarray, labels: Sequence[Sequence[int]], l
     skip = np.zeros((b, s), dtype=bool)
     skip[:, 2:] = (ext[:, 2:] != 0) & (ext[:, 2:] != ext[:, :-2])
     valid = np.arange(s)[None, :] <= 2 * label_lens[:, None]
-    # Every frame's emission log-probabilities of every state, gathered once: [B, T, S]; states
-    # past a line's own label get -inf, so they never hold probability.
     emit = np.take_along_axis(log_probs, np.broadcast_to(ext[:, None, :], (b, t, s)), axis=2).astype(np.float64)
     emit += np.where(valid, 0.0, NEG_INF)[:, None, :]
-    skip_penalty = np.where(skip, 0.0, NEG_INF)[:, 2:]
-
-    final, exact = _ctc_alpha_scaled(emit, skip, lengths)
-    result = _ctc_end(final, label_lens)
-    # Lines that underflowed in linear space, and any line found unalignable there (which may be an
-    # underflow too), are computed again in log space: the result is exact either way.
-    redo = ~exact | ~np.isfinite(result)
-    if redo.any():
-        result[redo] = _ctc_end(_ctc_alpha_log(emit[redo], skip_penalty[redo], lengths[redo]), label_lens[redo])
-    result[lengths == 0] = np.where(label_lens[lengths == 0] == 0, 0.0, NEG_INF)
-    return result
+    return emit, skip, label_lens
 
 
 def _ctc_end(final: np.ndarray, label_lens: np.ndarray) -> np.ndarray:
@@ -151,9 +156,10 @@ def _ctc_alpha_scaled(emit: np.ndarray, skip: np.ndarray, lengths: np.ndarray) -
     return final, ok
 
 
-def _ctc_alpha_log(emit: np.ndarray, skip_penalty: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _ctc_alpha_log(emit: np.ndarray, skip: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """`_ctc_alpha_scaled` in log space: exact for any line, slower."""
     b, t, s = emit.shape
+    skip_penalty = np.where(skip, 0.0, NEG_INF)[:, 2:]
     alpha = np.full((b, s), NEG_INF)
     final = np.full((b, s), NEG_INF)  # each line's alpha on its own last frame
     if t:

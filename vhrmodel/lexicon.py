@@ -682,6 +682,15 @@ def _unit_shaped(name: str, settings: SnapSettings) -> bool:
     return sum(ch.isalpha() for ch in name) >= settings.min_chars and not any(ch.isdigit() for ch in name)
 
 
+def _unsure_confidence(name: str, confidences: Sequence[float], settings: SnapSettings) -> float | None:
+    """The confidence of a name part the lexicon may change (unit-shaped, read below
+    `max_confidence`), else None: the gate of string snapping and rescoring alike."""
+    if not _unit_shaped(name, settings):
+        return None
+    conf = _field_confidence(list(confidences), settings.confidence)
+    return conf if conf < settings.max_confidence else None
+
+
 @dataclass(frozen=True)
 class _Field:
     """One comma-separated field of a line, as `snap_fields` reads it (the same in every path)."""
@@ -816,10 +825,8 @@ def _rescore_candidates(f: _Field, groups: frozenset[str], scope: Mapping[str, s
                         settings: SnapSettings) -> tuple[list[tuple[str, float]], float] | None:
     """(nearest unit names other than the field as read, the field's confidence) when the field is
     rescored, else None."""
-    if not _unit_shaped(f.name, settings):
-        return None
-    conf = _field_confidence(list(f.name_confs), settings.confidence)
-    if conf >= settings.max_confidence:
+    conf = _unsure_confidence(f.name, f.name_confs, settings)
+    if conf is None:
         return None
     if f.last and groups == {"province"} and not scope:
         # The province field: a few dozen names, so the model judges every one of them, not only
@@ -838,10 +845,8 @@ def _rescore_candidates(f: _Field, groups: frozenset[str], scope: Mapping[str, s
 def _snap_one(name: str, groups: frozenset[str], candidates: Mapping[str, str] | None, lexicon: Lexicon,
               settings: SnapSettings, confidences: Sequence[float]) -> tuple[str, float, float, float] | None:
     """(new name, score, margin, confidence) when the field's name part is snapped, else None."""
-    if not _unit_shaped(name, settings):
-        return None
-    conf = _field_confidence(list(confidences), settings.confidence)
-    if conf >= settings.max_confidence:
+    conf = _unsure_confidence(name, confidences, settings)
+    if conf is None:
         return None
     for scope, min_score in (((candidates, settings.min_score_within), (None, settings.min_score)) if candidates
                              else ((None, settings.min_score),)):

@@ -157,7 +157,7 @@ def tune_lm(
             emit({"beam_width": width, "lm_weight": float(w), "lexicon": None, "cer": cer(refs, hyps)})
     plain = sorted(rows, key=lambda r: r["cer"])  # stable: equal CERs keep the earlier setting first
 
-    chosen_snap = None
+    default_snap = None
     grids = [DEFAULT_SNAP_GRID, DEFAULT_RESCORE_GRID] if snap_grid is None else \
         ([] if snap_grid == {} else list(snap_grid) if isinstance(snap_grid, (list, tuple)) else [snap_grid])
     settings_list = [snap for grid in grids for snap in snap_settings_grid(grid)]
@@ -184,19 +184,15 @@ def tune_lm(
                                                           char_confs=per_char, scorers=line_scorers)
                     hyps.extend(normalize_text(t) for t in snapped)
                 emit({"beam_width": width, "lm_weight": weight, "lexicon": snap.to_dict(), "cer": cer(refs, hyps)})
-        chosen_snap = type(settings_list[0])()  # the documented defaults, for a later --lexicon
+        default_snap = type(settings_list[0])().to_dict()  # the documented defaults, for a later --lexicon
     # The lowest CER; of equal ones the first: no lexicon before any, the better pair's lines before the next.
     best = min(rows, key=lambda r: r["cer"])
     best_width, best_weight, best_cer = best["beam_width"], best["lm_weight"], best["cer"]
     use_lexicon = best["lexicon"] is not None
-    if use_lexicon:
-        from vhrmodel.lexicon import SnapSettings
-
-        chosen_snap = SnapSettings.from_dict(best["lexicon"])
     tuned = {
         "lm_weight": best_weight,
         "lexicon": use_lexicon,
-        "snap": chosen_snap.to_dict() if chosen_snap is not None else None,
+        "snap": best["lexicon"] if use_lexicon else default_snap,
         "tuned_on": {"model": str(model_path), "store": str(store_path), "split": split, "lines": len(refs),
                      "beam_width": best_width, "cer": best_cer},
     }
