@@ -768,12 +768,13 @@ def _rescore_fields(pieces: list[str], parsed: Sequence[_Field], lexicon: Lexico
     for f in parsed:
         options: list[tuple[_Reading, str, float, float, frozenset[str], float]] = []
         bonus = settings.street_bonus if f.groups == {STREET} else settings.unit_bonus
+        shaped = _unit_shaped(f.name, settings)  # the same for every reading and candidate of the field
         for r in readings:
             groups = f.groups_in(r.province, hierarchy)
             scope = lexicon.within(r.province, r.district, groups) if hierarchy else None
 
             def fits(name: str) -> float:  # names a unit that fits the fields read after it (or a street)
-                return bonus if _unit_shaped(f.name, settings) and lexicon.names_unit(name, groups, scope) else 0.0
+                return bonus if shaped and lexicon.names_unit(name, groups, scope) else 0.0
 
             names, conf = _rescore_candidates(f, groups, scope, lexicon, settings) or ([], f.prefix_conf)
             options.append((r, f.name, 100.0, fits(f.name), groups, conf))
