@@ -101,6 +101,52 @@ def test_ctc_loss_ignores_label_padding():
     np.testing.assert_allclose(np.asarray(explicit)[:1], np.asarray(short), rtol=1e-5)
 
 
+def test_tensorflow_ctc_kernel_matches_the_dense_recursion():
+    """On TensorFlow, `ctc_loss` runs TF's compiled kernel (sparse labels) instead of Keras' dense
+    scan: same values and gradients, with labels padded by anything past their lengths, lines of
+    their own frame counts, repeats, and a one-character label."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the kernel path is TensorFlow's; other backends run keras.ops.ctc_loss")
+    import tensorflow as tf
+    from keras import ops
+
+    rng = np.random.default_rng(1)
+    logits = tf.constant(rng.normal(size=(6, 40, 12)).astype("float32") * 3)
+    labels = rng.integers(1, 12, (6, 9)).astype("int32")
+    labels[0, 3] = labels[0, 2]  # a repeat needs a blank between
+    label_lengths = np.array([9, 5, 1, 7, 9, 3], "int32")
+    frames = np.array([40, 30, 12, 40, 25, 8], "int32")
+    labels[1, 5:] = 11  # not zero past its length
+    zero_padded = np.where(np.arange(9)[None] < label_lengths[:, None], labels, 0)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        kernel = ctc_loss(labels, logits, label_lengths, frames)
+        dense = ops.ctc_loss(zero_padded, logits, label_lengths, frames, mask_index=0)
+        kernel_sum, dense_sum = tf.reduce_sum(kernel), tf.reduce_sum(dense)
+    np.testing.assert_allclose(np.asarray(kernel), np.asarray(dense), rtol=1e-5)
+    assert np.all(np.asarray(kernel) > 1.0)
+    np.testing.assert_allclose(tape.gradient(kernel_sum, logits).numpy(), tape.gradient(dense_sum, logits).numpy(),
+                               atol=1e-4)
+
+
+def test_tensorflow_ctc_kernel_on_lines_too_short_for_their_label():
+    """The cases the store build quarantines (ctc_infeasible) give an infinite loss (repeats that
+    do not fit) or a zero loss with no gradient (a label longer than its frames), never NaN."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the kernel path is TensorFlow's")
+    import tensorflow as tf
+
+    logits = tf.constant(np.random.default_rng(2).normal(size=(2, 4, 6)).astype("float32"))
+    labels = np.array([[1, 1, 1, 0, 0], [1, 2, 3, 4, 5]], "int32")
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = ctc_loss(labels, logits, np.array([3, 5]), np.array([4, 4]))
+        total = tf.reduce_sum(loss)
+    grad = tape.gradient(total, logits).numpy()
+    assert np.isinf(np.asarray(loss)[0]) and np.asarray(loss)[1] == 0.0
+    assert np.isfinite(grad).all() and not grad[1].any()
+
+
 def test_tiny_model_training_decreases_loss():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
