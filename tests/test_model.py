@@ -104,7 +104,8 @@ def test_ctc_loss_ignores_label_padding():
 def test_tensorflow_ctc_kernel_matches_the_dense_recursion():
     """On TensorFlow, `ctc_loss` runs TF's compiled kernel (sparse labels) instead of Keras' dense
     scan: same values and gradients, with labels padded by anything past their lengths, lines of
-    their own frame counts, repeats, and a one-character label."""
+    their own frame counts, repeats, a one-character label and an empty one (the kernel refuses
+    those; their loss is that of all blanks)."""
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the kernel path is TensorFlow's; other backends run keras.ops.ctc_loss")
     import tensorflow as tf
@@ -114,7 +115,7 @@ def test_tensorflow_ctc_kernel_matches_the_dense_recursion():
     logits = tf.constant(rng.normal(size=(6, 40, 12)).astype("float32") * 3)
     labels = rng.integers(1, 12, (6, 9)).astype("int32")
     labels[0, 3] = labels[0, 2]  # a repeat needs a blank between
-    label_lengths = np.array([9, 5, 1, 7, 9, 3], "int32")
+    label_lengths = np.array([9, 5, 1, 0, 9, 3], "int32")  # one empty (all its characters unknown)
     frames = np.array([40, 30, 12, 40, 25, 8], "int32")
     labels[1, 5:] = 11  # not zero past its length
     zero_padded = np.where(np.arange(9)[None] < label_lengths[:, None], labels, 0)

@@ -55,13 +55,20 @@ def _tf_kernel_ctc_loss(labels, logits, label_lengths, logit_lengths):
     compute = tf.float32 if logits.dtype == tf.float64 else logits.dtype
     logits = tf.cast(logits, compute)
     labels = tf.convert_to_tensor(labels)
-    mask = tf.sequence_mask(label_lengths, tf.shape(labels)[1])
+    # The kernel refuses an empty label (a val line whose characters are all outside the charset):
+    # it reads a stand-in of one character, and such a line's loss is that of all blanks instead.
+    empty = tf.equal(label_lengths, 0)
+    mask = tf.sequence_mask(tf.where(empty, 1, label_lengths), tf.shape(labels)[1])
     indices = tf.where(mask)
-    sparse = tf.SparseTensor(indices, tf.gather_nd(labels, indices) - 1, tf.shape(labels, out_type=tf.int64))
+    ids = tf.where(tf.gather(empty, indices[:, 0]), 0, tf.gather_nd(labels, indices) - 1)
+    sparse = tf.SparseTensor(indices, ids, tf.shape(labels, out_type=tf.int64))
     blank_last = tf.concat([logits[:, :, 1:], logits[:, :, :1]], axis=2)
     loss = tf.compat.v1.nn.ctc_loss(sparse, blank_last, logit_lengths, preprocess_collapse_repeated=False,
                                     ctc_merge_repeated=True, ignore_longer_outputs_than_inputs=True,
                                     time_major=False)
+    own = tf.sequence_mask(logit_lengths, tf.shape(logits)[1], dtype=logits.dtype)
+    all_blank = -tf.reduce_sum(tf.nn.log_softmax(logits)[:, :, 0] * own, axis=1)
+    loss = tf.where(empty, all_blank, loss)
     return tf.cast(loss, keras.backend.result_type(logits.dtype, "float32"))
 
 
