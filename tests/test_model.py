@@ -128,6 +128,11 @@ def test_tensorflow_ctc_kernel_matches_the_dense_recursion():
     assert np.all(np.asarray(kernel) > 1.0)
     np.testing.assert_allclose(tape.gradient(kernel_sum, logits).numpy(), tape.gradient(dense_sum, logits).numpy(),
                                atol=1e-4)
+    # A batch whose labels are all empty, down to no label columns at all:
+    no_columns = ctc_loss(np.zeros((6, 0), "int32"), logits, np.zeros(6, "int32"), frames)
+    np.testing.assert_allclose(np.asarray(no_columns),
+                               np.asarray(ops.ctc_loss(np.zeros((6, 1), "int32"), logits, np.zeros(6, "int32"), frames,
+                                                       mask_index=0)), rtol=1e-5)
 
 
 def test_tensorflow_ctc_kernel_on_lines_too_short_for_their_label():
