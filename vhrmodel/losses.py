@@ -67,7 +67,9 @@ def _tf_kernel_ctc_loss(labels, logits, label_lengths, logit_lengths):
                                     ctc_merge_repeated=True, ignore_longer_outputs_than_inputs=True,
                                     time_major=False)
     own = tf.sequence_mask(logit_lengths, tf.shape(logits)[1], dtype=logits.dtype)
-    all_blank = -tf.reduce_sum(tf.nn.log_softmax(logits)[:, :, 0] * own, axis=1)
+    # Only the blank's log-probability, not the whole log-softmax: this runs on every training step.
+    blank = logits[:, :, 0] - tf.reduce_logsumexp(logits, axis=2)
+    all_blank = -tf.reduce_sum(blank * own, axis=1)
     loss = tf.where(empty, all_blank, loss)
     return tf.cast(loss, result_dtype)
 
